@@ -1,0 +1,2 @@
+# Empty dependencies file for m2m_coap.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,13 @@
+/* Observe sequence numbers (RFC 7641 §3.4, §4.4). */
+#include "m2m/coap.h"
+
+/* Notifications older than 128 s cannot be reordered with a newer one. */
+#define OBSERVE_WINDOW_MS 128000
+
+bool m2m_coap_observe_fresher(uint32_t v1, m2m_time t1, uint32_t v2, m2m_time t2)
+{
+    const uint32_t half = 1u << 23;
+    v1 &= 0xffffff;
+    v2 &= 0xffffff;
+    return (v1 < v2 && v2 - v1 < half) || (v1 > v2 && v1 - v2 > half) || t2 > t1 + OBSERVE_WINDOW_MS;
+}
