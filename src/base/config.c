@@ -94,10 +94,18 @@ const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t
 static int parse_scaled(const char *s, const char *const *units, const double *scale,
                         size_t nunits, double def_scale, double *out)
 {
+    /* Plain decimals only: strtod alone would also take "0x10", "1e3",
+     * "inf", signs and leading blanks, none of which belongs in a config. */
+    size_t digits = strspn(s, "0123456789.");
+    const char *dot = memchr(s, '.', digits);
+    if (!isdigit((unsigned char)s[0]))
+        return M2M_EINVAL;
+    if (dot && memchr(dot + 1, '.', digits - (size_t)(dot + 1 - s)))
+        return M2M_EINVAL;
     errno = 0;
     char *end;
     double v = strtod(s, &end);
-    if (end == s || errno || !isfinite(v) || v < 0)
+    if (end != s + digits || errno || !isfinite(v) || v < 0)
         return M2M_EINVAL;
     while (*end == ' ')
         end++;

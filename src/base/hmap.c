@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "m2m/err.h"
+
 int m2m_hmap_init(struct m2m_hmap *m, size_t initial_buckets)
 {
     size_t n = 16;
@@ -10,7 +12,7 @@ int m2m_hmap_init(struct m2m_hmap *m, size_t initial_buckets)
         n <<= 1;
     m->b = calloc(n, sizeof *m->b);
     if (!m->b)
-        return -1;
+        return M2M_ENOMEM;
     m->mask = n - 1;
     m->count = 0;
     return 0;

@@ -21,6 +21,7 @@ struct m2m_hmap {
     size_t count;
 };
 
+/* At least `initial_buckets` (a power of two, 16 or more). M2M_ENOMEM. */
 int m2m_hmap_init(struct m2m_hmap *m, size_t initial_buckets);
 void m2m_hmap_cleanup(struct m2m_hmap *m);
 /* Inserts without looking for duplicates. Growth failure is not fatal: the

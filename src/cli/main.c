@@ -1,0 +1,44 @@
+/* m2mkit: one binary, one subcommand per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: m2mkit <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  serve     run the server (CoAP on udp/5683 ...) until SIGINT/SIGTERM\n"
+               "  coap      CoAP client: get|put|post|delete|observe|discover URI\n"
+               "  bench     load generators: bench coap ...\n"
+               "  version   print the version\n"
+               "\n"
+               "Run 'm2mkit <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "coap"))
+        return cmd_coap(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("m2mkit %s\n", M2M_VERSION_STRING);
+        return CLI_OK;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    fprintf(stderr, "m2mkit: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return CLI_USAGE;
+}

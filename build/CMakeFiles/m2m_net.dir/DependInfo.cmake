@@ -8,6 +8,8 @@ set(CMAKE_DEPENDS_LANGUAGES
 
 # The set of dependency files which are needed:
 set(CMAKE_DEPENDS_DEPENDENCY_FILES
+  "/work/main/src/net/addr.c" "CMakeFiles/m2m_net.dir/src/net/addr.c.o" "gcc" "CMakeFiles/m2m_net.dir/src/net/addr.c.o.d"
+  "/work/main/src/net/coap_wire.c" "CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o" "gcc" "CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o.d"
   "/work/main/src/net/pump.c" "CMakeFiles/m2m_net.dir/src/net/pump.c.o" "gcc" "CMakeFiles/m2m_net.dir/src/net/pump.c.o.d"
   )
 

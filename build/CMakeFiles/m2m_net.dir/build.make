@@ -69,10 +69,38 @@ include CMakeFiles/m2m_net.dir/progress.make
 # Include the compile flags for this target's objects.
 include CMakeFiles/m2m_net.dir/flags.make
 
+CMakeFiles/m2m_net.dir/src/net/addr.c.o: CMakeFiles/m2m_net.dir/flags.make
+CMakeFiles/m2m_net.dir/src/net/addr.c.o: /work/main/src/net/addr.c
+CMakeFiles/m2m_net.dir/src/net/addr.c.o: CMakeFiles/m2m_net.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object CMakeFiles/m2m_net.dir/src/net/addr.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_net.dir/src/net/addr.c.o -MF CMakeFiles/m2m_net.dir/src/net/addr.c.o.d -o CMakeFiles/m2m_net.dir/src/net/addr.c.o -c /work/main/src/net/addr.c
+
+CMakeFiles/m2m_net.dir/src/net/addr.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2m_net.dir/src/net/addr.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/net/addr.c > CMakeFiles/m2m_net.dir/src/net/addr.c.i
+
+CMakeFiles/m2m_net.dir/src/net/addr.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_net.dir/src/net/addr.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/net/addr.c -o CMakeFiles/m2m_net.dir/src/net/addr.c.s
+
+CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o: CMakeFiles/m2m_net.dir/flags.make
+CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o: /work/main/src/net/coap_wire.c
+CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o: CMakeFiles/m2m_net.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Building C object CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o -MF CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o.d -o CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o -c /work/main/src/net/coap_wire.c
+
+CMakeFiles/m2m_net.dir/src/net/coap_wire.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2m_net.dir/src/net/coap_wire.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/net/coap_wire.c > CMakeFiles/m2m_net.dir/src/net/coap_wire.c.i
+
+CMakeFiles/m2m_net.dir/src/net/coap_wire.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_net.dir/src/net/coap_wire.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/net/coap_wire.c -o CMakeFiles/m2m_net.dir/src/net/coap_wire.c.s
+
 CMakeFiles/m2m_net.dir/src/net/pump.c.o: CMakeFiles/m2m_net.dir/flags.make
 CMakeFiles/m2m_net.dir/src/net/pump.c.o: /work/main/src/net/pump.c
 CMakeFiles/m2m_net.dir/src/net/pump.c.o: CMakeFiles/m2m_net.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object CMakeFiles/m2m_net.dir/src/net/pump.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_3) "Building C object CMakeFiles/m2m_net.dir/src/net/pump.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_net.dir/src/net/pump.c.o -MF CMakeFiles/m2m_net.dir/src/net/pump.c.o.d -o CMakeFiles/m2m_net.dir/src/net/pump.c.o -c /work/main/src/net/pump.c
 
 CMakeFiles/m2m_net.dir/src/net/pump.c.i: cmake_force
@@ -85,15 +113,19 @@ CMakeFiles/m2m_net.dir/src/net/pump.c.s: cmake_force
 
 # Object files for target m2m_net
 m2m_net_OBJECTS = \
+"CMakeFiles/m2m_net.dir/src/net/addr.c.o" \
+"CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o" \
 "CMakeFiles/m2m_net.dir/src/net/pump.c.o"
 
 # External object files for target m2m_net
 m2m_net_EXTERNAL_OBJECTS =
 
+libm2m_net.a: CMakeFiles/m2m_net.dir/src/net/addr.c.o
+libm2m_net.a: CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o
 libm2m_net.a: CMakeFiles/m2m_net.dir/src/net/pump.c.o
 libm2m_net.a: CMakeFiles/m2m_net.dir/build.make
 libm2m_net.a: CMakeFiles/m2m_net.dir/link.txt
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Linking C static library libm2m_net.a"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_4) "Linking C static library libm2m_net.a"
 	$(CMAKE_COMMAND) -P CMakeFiles/m2m_net.dir/cmake_clean_target.cmake
 	$(CMAKE_COMMAND) -E cmake_link_script CMakeFiles/m2m_net.dir/link.txt --verbose=$(VERBOSE)
 

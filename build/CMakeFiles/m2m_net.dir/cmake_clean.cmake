@@ -1,4 +1,8 @@
 file(REMOVE_RECURSE
+  "CMakeFiles/m2m_net.dir/src/net/addr.c.o"
+  "CMakeFiles/m2m_net.dir/src/net/addr.c.o.d"
+  "CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o"
+  "CMakeFiles/m2m_net.dir/src/net/coap_wire.c.o.d"
   "CMakeFiles/m2m_net.dir/src/net/pump.c.o"
   "CMakeFiles/m2m_net.dir/src/net/pump.c.o.d"
   "libm2m_net.a"

@@ -9,6 +9,9 @@ set(CMAKE_DEPENDS_LANGUAGES
 # The set of dependency files which are needed:
 set(CMAKE_DEPENDS_DEPENDENCY_FILES
   "/work/main/src/server/coap_service.c" "CMakeFiles/m2m_server.dir/src/server/coap_service.c.o" "gcc" "CMakeFiles/m2m_server.dir/src/server/coap_service.c.o.d"
+  "/work/main/src/server/conf.c" "CMakeFiles/m2m_server.dir/src/server/conf.c.o" "gcc" "CMakeFiles/m2m_server.dir/src/server/conf.c.o.d"
+  "/work/main/src/server/resources.c" "CMakeFiles/m2m_server.dir/src/server/resources.c.o" "gcc" "CMakeFiles/m2m_server.dir/src/server/resources.c.o.d"
+  "/work/main/src/server/serve.c" "CMakeFiles/m2m_server.dir/src/server/serve.c.o" "gcc" "CMakeFiles/m2m_server.dir/src/server/serve.c.o.d"
   )
 
 # Targets to which this target links.

@@ -83,17 +83,65 @@ CMakeFiles/m2m_server.dir/src/server/coap_service.c.s: cmake_force
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_server.dir/src/server/coap_service.c.s"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/server/coap_service.c -o CMakeFiles/m2m_server.dir/src/server/coap_service.c.s
 
+CMakeFiles/m2m_server.dir/src/server/conf.c.o: CMakeFiles/m2m_server.dir/flags.make
+CMakeFiles/m2m_server.dir/src/server/conf.c.o: /work/main/src/server/conf.c
+CMakeFiles/m2m_server.dir/src/server/conf.c.o: CMakeFiles/m2m_server.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Building C object CMakeFiles/m2m_server.dir/src/server/conf.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_server.dir/src/server/conf.c.o -MF CMakeFiles/m2m_server.dir/src/server/conf.c.o.d -o CMakeFiles/m2m_server.dir/src/server/conf.c.o -c /work/main/src/server/conf.c
+
+CMakeFiles/m2m_server.dir/src/server/conf.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2m_server.dir/src/server/conf.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/server/conf.c > CMakeFiles/m2m_server.dir/src/server/conf.c.i
+
+CMakeFiles/m2m_server.dir/src/server/conf.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_server.dir/src/server/conf.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/server/conf.c -o CMakeFiles/m2m_server.dir/src/server/conf.c.s
+
+CMakeFiles/m2m_server.dir/src/server/resources.c.o: CMakeFiles/m2m_server.dir/flags.make
+CMakeFiles/m2m_server.dir/src/server/resources.c.o: /work/main/src/server/resources.c
+CMakeFiles/m2m_server.dir/src/server/resources.c.o: CMakeFiles/m2m_server.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_3) "Building C object CMakeFiles/m2m_server.dir/src/server/resources.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_server.dir/src/server/resources.c.o -MF CMakeFiles/m2m_server.dir/src/server/resources.c.o.d -o CMakeFiles/m2m_server.dir/src/server/resources.c.o -c /work/main/src/server/resources.c
+
+CMakeFiles/m2m_server.dir/src/server/resources.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2m_server.dir/src/server/resources.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/server/resources.c > CMakeFiles/m2m_server.dir/src/server/resources.c.i
+
+CMakeFiles/m2m_server.dir/src/server/resources.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_server.dir/src/server/resources.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/server/resources.c -o CMakeFiles/m2m_server.dir/src/server/resources.c.s
+
+CMakeFiles/m2m_server.dir/src/server/serve.c.o: CMakeFiles/m2m_server.dir/flags.make
+CMakeFiles/m2m_server.dir/src/server/serve.c.o: /work/main/src/server/serve.c
+CMakeFiles/m2m_server.dir/src/server/serve.c.o: CMakeFiles/m2m_server.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_4) "Building C object CMakeFiles/m2m_server.dir/src/server/serve.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2m_server.dir/src/server/serve.c.o -MF CMakeFiles/m2m_server.dir/src/server/serve.c.o.d -o CMakeFiles/m2m_server.dir/src/server/serve.c.o -c /work/main/src/server/serve.c
+
+CMakeFiles/m2m_server.dir/src/server/serve.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2m_server.dir/src/server/serve.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/server/serve.c > CMakeFiles/m2m_server.dir/src/server/serve.c.i
+
+CMakeFiles/m2m_server.dir/src/server/serve.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2m_server.dir/src/server/serve.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/server/serve.c -o CMakeFiles/m2m_server.dir/src/server/serve.c.s
+
 # Object files for target m2m_server
 m2m_server_OBJECTS = \
-"CMakeFiles/m2m_server.dir/src/server/coap_service.c.o"
+"CMakeFiles/m2m_server.dir/src/server/coap_service.c.o" \
+"CMakeFiles/m2m_server.dir/src/server/conf.c.o" \
+"CMakeFiles/m2m_server.dir/src/server/resources.c.o" \
+"CMakeFiles/m2m_server.dir/src/server/serve.c.o"
 
 # External object files for target m2m_server
 m2m_server_EXTERNAL_OBJECTS =
 
 libm2m_server.a: CMakeFiles/m2m_server.dir/src/server/coap_service.c.o
+libm2m_server.a: CMakeFiles/m2m_server.dir/src/server/conf.c.o
+libm2m_server.a: CMakeFiles/m2m_server.dir/src/server/resources.c.o
+libm2m_server.a: CMakeFiles/m2m_server.dir/src/server/serve.c.o
 libm2m_server.a: CMakeFiles/m2m_server.dir/build.make
 libm2m_server.a: CMakeFiles/m2m_server.dir/link.txt
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Linking C static library libm2m_server.a"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_5) "Linking C static library libm2m_server.a"
 	$(CMAKE_COMMAND) -P CMakeFiles/m2m_server.dir/cmake_clean_target.cmake
 	$(CMAKE_COMMAND) -E cmake_link_script CMakeFiles/m2m_server.dir/link.txt --verbose=$(VERBOSE)
 

@@ -69,10 +69,66 @@ include CMakeFiles/m2mkit.dir/progress.make
 # Include the compile flags for this target's objects.
 include CMakeFiles/m2mkit.dir/flags.make
 
+CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o: CMakeFiles/m2mkit.dir/flags.make
+CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o: /work/main/bench/coap/loadgen.c
+CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o -MF CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o.d -o CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o -c /work/main/bench/coap/loadgen.c
+
+CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/bench/coap/loadgen.c > CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.i
+
+CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/bench/coap/loadgen.c -o CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.s
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o: CMakeFiles/m2mkit.dir/flags.make
+CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o: /work/main/src/cli/cmd_coap.c
+CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Building C object CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o -MF CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o.d -o CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o -c /work/main/src/cli/cmd_coap.c
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/cli/cmd_coap.c > CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.i
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/cli/cmd_coap.c -o CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.s
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o: CMakeFiles/m2mkit.dir/flags.make
+CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o: /work/main/src/cli/cmd_serve.c
+CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_3) "Building C object CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o -MF CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o.d -o CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o -c /work/main/src/cli/cmd_serve.c
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/cli/cmd_serve.c > CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.i
+
+CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/cli/cmd_serve.c -o CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.s
+
+CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o: CMakeFiles/m2mkit.dir/flags.make
+CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o: /work/main/src/cli/log_stderr.c
+CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_4) "Building C object CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o -MF CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o.d -o CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o -c /work/main/src/cli/log_stderr.c
+
+CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/cli/log_stderr.c > CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.i
+
+CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/cli/log_stderr.c -o CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.s
+
 CMakeFiles/m2mkit.dir/src/cli/main.c.o: CMakeFiles/m2mkit.dir/flags.make
 CMakeFiles/m2mkit.dir/src/cli/main.c.o: /work/main/src/cli/main.c
 CMakeFiles/m2mkit.dir/src/cli/main.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object CMakeFiles/m2mkit.dir/src/cli/main.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_5) "Building C object CMakeFiles/m2mkit.dir/src/cli/main.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/src/cli/main.c.o -MF CMakeFiles/m2mkit.dir/src/cli/main.c.o.d -o CMakeFiles/m2mkit.dir/src/cli/main.c.o -c /work/main/src/cli/main.c
 
 CMakeFiles/m2mkit.dir/src/cli/main.c.i: cmake_force
@@ -83,14 +139,38 @@ CMakeFiles/m2mkit.dir/src/cli/main.c.s: cmake_force
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/src/cli/main.c.s"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/cli/main.c -o CMakeFiles/m2mkit.dir/src/cli/main.c.s
 
+CMakeFiles/m2mkit.dir/src/cli/pretty.c.o: CMakeFiles/m2mkit.dir/flags.make
+CMakeFiles/m2mkit.dir/src/cli/pretty.c.o: /work/main/src/cli/pretty.c
+CMakeFiles/m2mkit.dir/src/cli/pretty.c.o: CMakeFiles/m2mkit.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_6) "Building C object CMakeFiles/m2mkit.dir/src/cli/pretty.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/m2mkit.dir/src/cli/pretty.c.o -MF CMakeFiles/m2mkit.dir/src/cli/pretty.c.o.d -o CMakeFiles/m2mkit.dir/src/cli/pretty.c.o -c /work/main/src/cli/pretty.c
+
+CMakeFiles/m2mkit.dir/src/cli/pretty.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/m2mkit.dir/src/cli/pretty.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/cli/pretty.c > CMakeFiles/m2mkit.dir/src/cli/pretty.c.i
+
+CMakeFiles/m2mkit.dir/src/cli/pretty.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/m2mkit.dir/src/cli/pretty.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/cli/pretty.c -o CMakeFiles/m2mkit.dir/src/cli/pretty.c.s
+
 # Object files for target m2mkit
 m2mkit_OBJECTS = \
-"CMakeFiles/m2mkit.dir/src/cli/main.c.o"
+"CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o" \
+"CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o" \
+"CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o" \
+"CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o" \
+"CMakeFiles/m2mkit.dir/src/cli/main.c.o" \
+"CMakeFiles/m2mkit.dir/src/cli/pretty.c.o"
 
 # External object files for target m2mkit
 m2mkit_EXTERNAL_OBJECTS =
 
+m2mkit: CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o
+m2mkit: CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o
+m2mkit: CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o
+m2mkit: CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o
 m2mkit: CMakeFiles/m2mkit.dir/src/cli/main.c.o
+m2mkit: CMakeFiles/m2mkit.dir/src/cli/pretty.c.o
 m2mkit: CMakeFiles/m2mkit.dir/build.make
 m2mkit: libm2m_server.a
 m2mkit: libm2m_net.a
@@ -100,8 +180,9 @@ m2mkit: /usr/lib/x86_64-linux-gnu/libuv.so
 m2mkit: /usr/lib/x86_64-linux-gnu/libpthread.a
 m2mkit: /usr/lib/x86_64-linux-gnu/libdl.a
 m2mkit: /usr/lib/x86_64-linux-gnu/librt.a
+m2mkit: /usr/lib/x86_64-linux-gnu/libjansson.so
 m2mkit: CMakeFiles/m2mkit.dir/link.txt
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Linking C executable m2mkit"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_7) "Linking C executable m2mkit"
 	$(CMAKE_COMMAND) -E cmake_link_script CMakeFiles/m2mkit.dir/link.txt --verbose=$(VERBOSE)
 
 # Rule to build all files generated by this target.

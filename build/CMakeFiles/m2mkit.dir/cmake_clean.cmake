@@ -1,6 +1,16 @@
 file(REMOVE_RECURSE
+  "CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o"
+  "CMakeFiles/m2mkit.dir/bench/coap/loadgen.c.o.d"
+  "CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o"
+  "CMakeFiles/m2mkit.dir/src/cli/cmd_coap.c.o.d"
+  "CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o"
+  "CMakeFiles/m2mkit.dir/src/cli/cmd_serve.c.o.d"
+  "CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o"
+  "CMakeFiles/m2mkit.dir/src/cli/log_stderr.c.o.d"
   "CMakeFiles/m2mkit.dir/src/cli/main.c.o"
   "CMakeFiles/m2mkit.dir/src/cli/main.c.o.d"
+  "CMakeFiles/m2mkit.dir/src/cli/pretty.c.o"
+  "CMakeFiles/m2mkit.dir/src/cli/pretty.c.o.d"
   "m2mkit"
   "m2mkit.pdb"
 )

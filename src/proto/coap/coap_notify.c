@@ -204,7 +204,11 @@ static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
         o->last_con = ep->now;
         o->inflight = coap_xmit_start(ep, o->peer, buf, len, mid, XK_NOTIFY, o);
     } else {
-        coap_send_non(ep, o->peer, buf, len);
+        /* Observers never answer NON notifications, so PROBING_RATE would
+         * throttle them to a trickle; the rate is the application's, capped
+         * by notify_min_interval_ms (RFC 7641 §4.5.1 recommends one per RTT,
+         * or one per 3 s without an RTT estimate). */
+        coap_emit(ep, &o->peer->addr, buf, len);
         free(buf);
         if (o->sent_non)
             m2m_hmap_remove(&ep->obs_mids, &o->hn_mid);

@@ -16,11 +16,16 @@ static int hexval(char c)
 
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
 
-/* Percent-decodes s[0..n) into u->buf at *used, NUL-terminated. */
+/* Percent-decodes s[0..n) into u->buf at *used, NUL-terminated. §6.4
+ * step 5 lower-cases the host before decoding it, so only literal
+ * characters are lower-cased: "%41" stays "A". */
 static int decode_into(struct m2m_coap_uri *u, size_t *used, const char *s, size_t n,
                        bool to_lower, uint16_t *off, uint16_t *len)
 {
     size_t start = *used;
+    /* Room for the NUL even when the segment is empty. */
+    if (start >= sizeof u->buf)
+        return M2M_EINVAL;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
@@ -33,15 +38,25 @@ static int decode_into(struct m2m_coap_uri *u, size_t *used, const char *s, size
             i += 2;
         } else if ((unsigned char)c <= 0x20 || (unsigned char)c >= 0x7f) {
             return M2M_EINVAL; /* not a URI character */
+        } else if (to_lower) {
+            c = lower(c);
         }
         if (*used + 2 > sizeof u->buf)
             return M2M_EINVAL;
-        u->buf[(*used)++] = to_lower ? lower(c) : c;
+        u->buf[(*used)++] = c;
     }
     u->buf[(*used)++] = 0;
     *off = (uint16_t)start;
     *len = (uint16_t)(*used - start - 1);
     return 0;
+}
+
+static bool prefix_nocase(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++)
+        if (lower(*s) != *prefix)
+            return false; /* also stops at the NUL of a shorter s */
+    return true;
 }
 
 static bool is_ipv4(const char *s, size_t n)
@@ -67,11 +82,11 @@ int m2m_coap_uri_parse(const char *s, struct m2m_coap_uri *u)
 {
     memset(u, 0, sizeof *u);
     size_t used = 0;
-    size_t n = strlen(s);
-    if (n >= 8 && !strncmp(s, "coaps://", 8)) {
+    /* Schemes are case-insensitive (RFC 3986 §3.1). */
+    if (prefix_nocase(s, "coaps://")) {
         u->secure = true;
         s += 8;
-    } else if (n >= 7 && !strncmp(s, "coap://", 7)) {
+    } else if (prefix_nocase(s, "coap://")) {
         s += 7;
     } else {
         return M2M_EINVAL;
@@ -107,8 +122,8 @@ int m2m_coap_uri_parse(const char *s, struct m2m_coap_uri *u)
         return M2M_EINVAL;
     uint16_t off, len;
     if (decode_into(u, &used, host, (size_t)(host_end - host), !u->ip_literal, &off, &len) ||
-        len >= sizeof u->host)
-        return M2M_EINVAL;
+        len >= sizeof u->host || memchr(u->buf + off, 0, len))
+        return M2M_EINVAL; /* "%00" would cut the host short in u->host */
     memcpy(u->host, u->buf + off, (size_t)len + 1);
     used = 0; /* the host lives in u->host; reuse buf for segments */
 

@@ -45,4 +45,4 @@ CMakeFiles/m2m_base.dir/src/base/hmap.c.o: /work/main/src/base/hmap.c \
  /usr/include/x86_64-linux-gnu/bits/struct_mutex.h \
  /usr/include/x86_64-linux-gnu/bits/struct_rwlock.h /usr/include/alloca.h \
  /usr/include/x86_64-linux-gnu/bits/stdlib-float.h /usr/include/string.h \
- /usr/include/strings.h
+ /usr/include/strings.h /work/main/include/m2m/err.h

@@ -1,0 +1,139 @@
+#include "server/conf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "m2m/err.h"
+
+#define F(field) offsetof(struct m2m_conf, field)
+#define STR(field) M2M_CONF_STR, F(field), sizeof(((struct m2m_conf *)0)->field)
+#define NUM(type, field) type, F(field), 0
+#define DAY 86400000.0
+
+const struct m2m_conf_key m2m_conf_keys[] = {
+    {"server.data_dir", STR(data_dir), "./var", 0, 0, "Directory for persistent data (SQLite databases, certificates)."},
+    {"server.log_level", STR(log_level), "info", 0, 0, "error, warn, info or debug (-v sets debug)."},
+
+    {"coap.enabled", NUM(M2M_CONF_BOOL, coap_enabled), "true", 0, 1, "Serve CoAP."},
+    {"coap.bind", STR(coap_bind), "127.0.0.1", 0, 0, "IPv4 address to listen on; empty for none."},
+    {"coap.bind6", STR(coap_bind6), "::1", 0, 0, "IPv6 address to listen on; empty for none."},
+    {"coap.port", NUM(M2M_CONF_INT, coap_port), "5683", 0, 65535, "UDP port (0: any free port)."},
+    {"coap.ack_timeout", NUM(M2M_CONF_DURATION, coap_ack_timeout), "2s", 1, 600000, "ACK_TIMEOUT (RFC 7252 §4.8)."},
+    {"coap.ack_random_factor", NUM(M2M_CONF_RATIO, coap_ack_random_factor), "1.5", 1.0, 4.0, "ACK_RANDOM_FACTOR."},
+    {"coap.max_retransmit", NUM(M2M_CONF_INT, coap_max_retransmit), "4", 0, 20, "MAX_RETRANSMIT."},
+    {"coap.nstart", NUM(M2M_CONF_INT, coap_nstart), "1", 1, 1024, "NSTART: outstanding interactions per peer."},
+    {"coap.default_leisure", NUM(M2M_CONF_DURATION, coap_default_leisure), "5s", 0, 600000, "DEFAULT_LEISURE."},
+    {"coap.probing_rate", NUM(M2M_CONF_INT, coap_probing_rate), "1", 1, 1e9, "PROBING_RATE in bytes/s towards a peer that does not answer."},
+    {"coap.max_latency", NUM(M2M_CONF_DURATION, coap_max_latency), "100s", 0, 3600000, "MAX_LATENCY (enters EXCHANGE_LIFETIME)."},
+    {"coap.max_message", NUM(M2M_CONF_SIZE, coap_max_message), "1152", 64, 65507, "Largest datagram sent or assembled into."},
+    {"coap.block_size", NUM(M2M_CONF_SIZE, coap_block_size), "1024", 16, 1024, "Preferred block size for Block1/Block2 (16..1024, a power of two)."},
+    {"coap.max_body", NUM(M2M_CONF_SIZE, coap_max_body), "4M", 0, 1 << 30, "Largest body assembled from Block1 blocks (4.13 beyond)."},
+    {"coap.max_dedup", NUM(M2M_CONF_INT, coap_max_dedup), "100000", 16, 1e8, "Remembered (peer, Message ID) pairs for deduplication; the oldest are forgotten first."},
+    {"coap.max_peers", NUM(M2M_CONF_INT, coap_max_peers), "100000", 1, 1e8, "Peers with per-peer state (messages in flight, observers)."},
+    {"coap.max_pending", NUM(M2M_CONF_INT, coap_max_pending), "10000", 1, 65535, "Requests being processed at once (5.03 beyond)."},
+    {"coap.max_observers", NUM(M2M_CONF_INT, coap_max_observers), "10000", 0, 1e8, "Observe registrations in total (served without Observe beyond)."},
+    {"coap.max_uploads", NUM(M2M_CONF_INT, coap_max_uploads), "256", 0, 1e6, "Block1 uploads being assembled at once (5.03 beyond)."},
+    {"coap.separate_after", NUM(M2M_CONF_DURATION, coap_separate_after), "1s", 0, 600000, "Send an empty ACK if the answer is not ready by then."},
+    {"coap.notify_min_interval", NUM(M2M_CONF_DURATION, coap_notify_min_interval), "0", 0, DAY, "Least time between two notifications to one observer (newer states replace waiting ones)."},
+    {"coap.notify_con_every", NUM(M2M_CONF_DURATION, coap_notify_con_every), "24h", 0, 30 * DAY, "A confirmable notification at least this often (RFC 7641 §4.5)."},
+    {"coap.max_resources", NUM(M2M_CONF_INT, coap_max_resources), "10000", 0, 1e8, "Resources in the tree (5.03 beyond)."},
+    {"coap.max_payload", NUM(M2M_CONF_SIZE, coap_max_payload), "1M", 0, 1 << 30, "Largest representation stored in one resource (4.13 beyond)."},
+    {"coap.token_length", NUM(M2M_CONF_INT, coap_token_length), "4", 0, 8, "Token length of requests and observations we start."},
+};
+const size_t m2m_conf_nkeys = sizeof m2m_conf_keys / sizeof m2m_conf_keys[0];
+
+int m2m_conf_init(struct m2m_conf *c)
+{
+    memset(c, 0, sizeof *c);
+    return m2m_conf_defaults(m2m_conf_keys, m2m_conf_nkeys, c);
+}
+
+struct load_ctx {
+    struct m2m_conf *c;
+    char *err;
+    size_t errcap;
+};
+
+static int load_one(void *ctx, const char *key, const char *val)
+{
+    struct load_ctx *l = ctx;
+    return m2m_conf_set(m2m_conf_keys, m2m_conf_nkeys, l->c, key, val, l->err, l->errcap);
+}
+
+int m2m_conf_load(struct m2m_conf *c, const char *path, bool required, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (!required && errno == ENOENT)
+            return 0;
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        return M2M_EIO;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 8192;
+            char *nt = realloc(text, cap);
+            if (!nt || cap > (1 << 20)) {
+                free(nt ? nt : text);
+                fclose(f);
+                snprintf(err, errcap, "%s: too large", path);
+                return M2M_ELIMIT;
+            }
+            text = nt;
+        }
+        size_t n = fread(text + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    char why[200] = "syntax error";
+    struct load_ctx l = {c, why, sizeof why};
+    int line = 0;
+    int rc = m2m_conf_parse(text, len, load_one, &l, &line);
+    free(text);
+    if (rc)
+        snprintf(err, errcap, "%s:%d: %s", path, line, why);
+    return rc;
+}
+
+int m2m_conf_apply(struct m2m_conf *c, const char *assignment, char *err, size_t errcap)
+{
+    const char *eq = strchr(assignment, '=');
+    char key[160];
+    if (!eq || (size_t)(eq - assignment) >= sizeof key) {
+        snprintf(err, errcap, "expected section.key=value, got '%s'", assignment);
+        return M2M_EINVAL;
+    }
+    memcpy(key, assignment, (size_t)(eq - assignment));
+    key[eq - assignment] = 0;
+    return m2m_conf_set(m2m_conf_keys, m2m_conf_nkeys, c, key, eq + 1, err, errcap);
+}
+
+void m2m_conf_coap(const struct m2m_conf *c, struct m2m_coap_config *o)
+{
+    m2m_coap_config_default(o);
+    o->tx.ack_timeout_ms = (uint32_t)c->coap_ack_timeout;
+    o->tx.ack_random_factor_pm = (uint32_t)(c->coap_ack_random_factor * 1000 + 0.5);
+    o->tx.max_retransmit = (uint32_t)c->coap_max_retransmit;
+    o->tx.nstart = (uint32_t)c->coap_nstart;
+    o->tx.default_leisure_ms = (uint32_t)c->coap_default_leisure;
+    o->tx.probing_rate = (uint32_t)c->coap_probing_rate;
+    o->tx.max_latency_ms = (uint32_t)c->coap_max_latency;
+    o->max_message = (size_t)c->coap_max_message;
+    o->block_szx = m2m_coap_szx_for((size_t)c->coap_block_size);
+    o->token_len = (uint8_t)c->coap_token_length;
+    o->max_body = (size_t)c->coap_max_body;
+    o->max_dedup = (size_t)c->coap_max_dedup;
+    o->max_peers = (size_t)c->coap_max_peers;
+    o->max_requests = (size_t)c->coap_max_pending;
+    o->max_observers = (size_t)c->coap_max_observers;
+    o->max_block1 = (size_t)c->coap_max_uploads;
+    o->separate_after_ms = (uint32_t)c->coap_separate_after;
+    o->notify_min_interval_ms = (uint32_t)c->coap_notify_min_interval;
+    o->notify_con_every_ms = (uint32_t)c->coap_notify_con_every;
+}

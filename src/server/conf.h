@@ -1,0 +1,59 @@
+/* The settings of `m2mkit serve`: one struct, one schema. Every key can be
+ * set in m2mkit.conf ([section] key = value) or on the command line as
+ * --section.key=value; docs/configuration.md lists them all (a test checks
+ * that it does). */
+#ifndef M2M_SERVER_CONF_H
+#define M2M_SERVER_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/config.h"
+#include "m2m/coap.h"
+
+struct m2m_conf {
+    /* [server] */
+    char data_dir[256];
+    char log_level[16];
+    /* [coap] */
+    bool coap_enabled;
+    char coap_bind[64];
+    char coap_bind6[64];
+    int64_t coap_port;
+    int64_t coap_ack_timeout;
+    double coap_ack_random_factor;
+    int64_t coap_max_retransmit;
+    int64_t coap_nstart;
+    int64_t coap_default_leisure;
+    int64_t coap_probing_rate;
+    int64_t coap_max_latency;
+    int64_t coap_max_message;
+    int64_t coap_block_size;
+    int64_t coap_max_body;
+    int64_t coap_max_dedup;
+    int64_t coap_max_peers;
+    int64_t coap_max_pending;
+    int64_t coap_max_observers;
+    int64_t coap_max_uploads;
+    int64_t coap_separate_after;
+    int64_t coap_notify_min_interval;
+    int64_t coap_notify_con_every;
+    int64_t coap_max_resources;
+    int64_t coap_max_payload;
+    int64_t coap_token_length;
+};
+
+extern const struct m2m_conf_key m2m_conf_keys[];
+extern const size_t m2m_conf_nkeys;
+
+int m2m_conf_init(struct m2m_conf *c);
+/* Reads and applies a file; err gets "file:line: reason". A missing file
+ * is an error only when `required`. */
+int m2m_conf_load(struct m2m_conf *c, const char *path, bool required, char *err, size_t errcap);
+/* Applies one "section.key=value". */
+int m2m_conf_apply(struct m2m_conf *c, const char *assignment, char *err, size_t errcap);
+/* The CoAP endpoint settings these values give (rng and log left unset). */
+void m2m_conf_coap(const struct m2m_conf *c, struct m2m_coap_config *out);
+
+#endif
