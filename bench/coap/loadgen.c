@@ -369,6 +369,8 @@ int cmd_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "coap"))
         return bench_coap(argc - 1, argv + 1);
-    fprintf(stderr, "usage: m2mkit bench coap [options] URI   (more protocols come with their issues)\n");
-    return (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) ? CLI_OK : CLI_USAGE;
+    bool help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    fprintf(help ? stdout : stderr, "usage: m2mkit bench coap [options] URI\n"
+                                    "  (load generators for more protocols come with their issues)\n");
+    return help ? CLI_OK : CLI_USAGE;
 }

@@ -35,21 +35,24 @@ static void print_config(const struct m2m_conf *c)
             printf("%s[%s]\n", i ? "\n" : "", section);
         }
         const char *field = (const char *)c + k->offset;
+        bool b;
+        double d;
+        int64_t v;
         switch (k->type) {
         case M2M_CONF_STR:
             printf("%s = %s\n", dot + 1, field);
             break;
         case M2M_CONF_BOOL:
-            printf("%s = %s\n", dot + 1, *(const bool *)field ? "true" : "false");
+            memcpy(&b, field, sizeof b);
+            printf("%s = %s\n", dot + 1, b ? "true" : "false");
             break;
         case M2M_CONF_RATIO:
-            printf("%s = %g\n", dot + 1, *(const double *)field);
-            break;
-        case M2M_CONF_DURATION:
-            printf("%s = %lldms\n", dot + 1, (long long)*(const int64_t *)field);
+            memcpy(&d, field, sizeof d);
+            printf("%s = %g\n", dot + 1, d);
             break;
         default:
-            printf("%s = %lld\n", dot + 1, (long long)*(const int64_t *)field);
+            memcpy(&v, field, sizeof v);
+            printf("%s = %lld%s\n", dot + 1, (long long)v, k->type == M2M_CONF_DURATION ? "ms" : "");
             break;
         }
     }
