@@ -92,6 +92,7 @@ uint64_t m2m_hash_keyed(uint64_t key, const void *p, size_t n)
         n -= 8;
     }
     uint64_t tail = 0;
-    memcpy(&tail, b, n);
+    if (n) /* p may be NULL for an empty key; memcpy must not see it */
+        memcpy(&tail, b, n);
     return m2m_hash_mix(h, tail ^ ((uint64_t)n << 56));
 }

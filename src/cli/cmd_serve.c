@@ -17,9 +17,25 @@ static void usage(FILE *f)
                "  -v, --verbose          debug logging\n"
                "  --SECTION.KEY=VALUE    override one setting, e.g. --coap.port=5684\n"
                "  --print-config         print the effective configuration and exit\n"
+               "  --config-reference     print every key with its default, as Markdown\n"
                "  -h, --help             this help\n"
                "\n"
                "Every key is described in docs/configuration.md.\n");
+}
+
+/* The reference table of docs/configuration.md, from the schema itself. */
+static void print_reference(void)
+{
+    printf("| key | default | range | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < m2m_conf_nkeys; i++) {
+        const struct m2m_conf_key *k = &m2m_conf_keys[i];
+        char range[64] = "";
+        if (k->type == M2M_CONF_BOOL)
+            snprintf(range, sizeof range, "true/false");
+        else if (k->type != M2M_CONF_STR)
+            snprintf(range, sizeof range, "%g .. %g%s", k->min, k->max, k->type == M2M_CONF_DURATION ? " ms" : "");
+        printf("| `%s` | `%s` | %s | %s |\n", k->name, k->def[0] ? k->def : "(empty)", range, k->doc);
+    }
 }
 
 static void print_config(const struct m2m_conf *c)
@@ -77,6 +93,9 @@ int cmd_serve(int argc, char **argv)
             verbose = true;
         } else if (!strcmp(argv[i], "--print-config")) {
             print = true;
+        } else if (!strcmp(argv[i], "--config-reference")) {
+            print_reference();
+            return CLI_OK;
         } else if (strncmp(argv[i], "--", 2) || !strchr(argv[i], '.')) {
             fprintf(stderr, "m2mkit serve: unknown argument '%s'\n", argv[i]);
             usage(stderr);

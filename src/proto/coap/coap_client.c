@@ -86,6 +86,22 @@ static void fail(struct m2m_coap_ep *ep, struct creq *c, int err)
     creq_free(ep, c);
 }
 
+/* Drops whatever exchange of `c` is outstanding: its CON, the token of a
+ * block request, a Block2 transfer in progress. */
+static void abandon(struct m2m_coap_ep *ep, struct creq *c)
+{
+    if (c->x) {
+        c->x->owner = NULL;
+        coap_xmit_cancel(ep, c->x);
+        c->x = NULL;
+    }
+    tok_unlink(ep, &c->cur);
+    c->b2_active = false;
+    c->awaiting = false;
+}
+
+static bool observing(const struct creq *c) { return c->observe && c->established && !c->deregistering; }
+
 enum send_kind { SEND_FIRST, SEND_NEXT, SEND_DEREGISTER };
 
 /* Builds the next message of request `c` from its template and sends it. */
@@ -108,11 +124,20 @@ static int send_msg(struct m2m_coap_ep *ep, struct creq *c, enum send_kind kind)
     }
     m.tkl = t->tkl;
     memcpy(m.token, t->token, t->tkl);
+    c->sent_main = t == &c->main;
     if (c->b2_active) {
-        struct m2m_coap_block b = {.num = (uint32_t)(c->b2len / m2m_coap_block_size(c->b2szx)),
-                                   .szx = c->b2szx};
+        /* The server's block size, or the smaller one we asked for. */
+        uint8_t szx = c->b2szx;
+        if (c->b2_want && c->b2_want - 1 < szx)
+            szx = (uint8_t)(c->b2_want - 1);
+        struct m2m_coap_block b = {.num = (uint32_t)(c->b2len / m2m_coap_block_size(szx)), .szx = szx};
         m2m_coap_add_block(&m, M2M_COAP_OPT_BLOCK2, &b);
-    } else if (c->b1_active) {
+    } else if (c->b2_want && kind != SEND_DEREGISTER && !c->b1_active) {
+        /* RFC 7959 §2.4: ask for a smaller block size up front. */
+        struct m2m_coap_block b = {.num = 0, .szx = (uint8_t)(c->b2_want - 1)};
+        m2m_coap_add_block(&m, M2M_COAP_OPT_BLOCK2, &b);
+    }
+    if (c->b1_active && !c->b2_active) {
         size_t size = m2m_coap_block_size(c->b1_szx);
         size_t left = c->body_len - c->b1_off;
         struct m2m_coap_block b = {.num = (uint32_t)(c->b1_off / size), .more = left > size, .szx = c->b1_szx};
@@ -121,7 +146,7 @@ static int send_msg(struct m2m_coap_ep *ep, struct creq *c, enum send_kind kind)
             m2m_coap_add_uint(&m, M2M_COAP_OPT_SIZE1, (uint32_t)c->body_len);
         m.payload = c->body + c->b1_off;
         m.payload_len = left > size ? size : left;
-    } else if (kind != SEND_DEREGISTER) {
+    } else if (!c->b2_active && kind != SEND_DEREGISTER) {
         m.payload = c->body;
         m.payload_len = c->body_len;
     }
@@ -135,8 +160,12 @@ static int send_msg(struct m2m_coap_ep *ep, struct creq *c, enum send_kind kind)
     }
     ep->stats.requests_out++;
     c->awaiting = true;
+    /* While an observation lives, its timer is the Max-Age deadline; the
+     * blocks of a notification's body are fetched under it. */
+    bool keep_timer = observing(c) && kind == SEND_NEXT;
     if (c->type == M2M_COAP_CON) {
-        m2m_heap_cancel(&ep->timers, &c->t);
+        if (!keep_timer)
+            m2m_heap_cancel(&ep->timers, &c->t);
         c->x = coap_xmit_start(ep, c->peer, buf, len, m.mid, XK_REQUEST, c);
         return c->x ? 0 : M2M_ENOMEM;
     }
@@ -145,7 +174,8 @@ static int send_msg(struct m2m_coap_ep *ep, struct creq *c, enum send_kind kind)
     c->non_mid = m.mid;
     c->sent_non = true;
     uint32_t wait = ep->cfg.nonrequest_timeout_ms ? ep->cfg.nonrequest_timeout_ms : ep->non_lifetime;
-    coap_timer_set(ep, &c->t, ep->now + wait);
+    if (!keep_timer)
+        coap_timer_set(ep, &c->t, ep->now + wait);
     return rc;
 }
 
@@ -207,6 +237,9 @@ int m2m_coap_request(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
         fresh_token(ep, c, &c->main);
     }
     c->observe = req->code == M2M_COAP_GET && m2m_coap_get_uint(req, M2M_COAP_OPT_OBSERVE, 1) == 0;
+    struct m2m_coap_block want;
+    if (m2m_coap_get_block(req, M2M_COAP_OPT_BLOCK2, &want) == 0 && want.num == 0)
+        c->b2_want = (uint8_t)(want.szx + 1);
     c->b1_szx = ep->cfg.block_szx;
     c->b1_active = c->body_len > m2m_coap_block_size(c->b1_szx);
     int rc = send_msg(ep, c, SEND_FIRST);
@@ -224,17 +257,17 @@ int m2m_coap_cancel(struct m2m_coap_ep *ep, m2m_time now, uint32_t id, bool dere
     struct creq *c = creq_by_id(ep, id);
     if (!c)
         return M2M_ENOTFOUND;
-    if (deregister && c->observe && c->established && !c->deregistering) {
+    if (deregister && observing(c)) {
+        abandon(ep, c);
         c->deregistering = true;
-        c->b2_active = false;
+        c->reregistering = false;
         c->b1_active = false;
+        c->b2_notify = false; /* its answer is a response, not a notification */
         m2m_heap_cancel(&ep->timers, &c->t);
-        if (c->x) {
-            c->x->owner = NULL;
-            coap_xmit_cancel(ep, c->x);
-            c->x = NULL;
-        }
-        return send_msg(ep, c, SEND_DEREGISTER);
+        int rc = send_msg(ep, c, SEND_DEREGISTER);
+        if (rc)
+            creq_free(ep, c);
+        return rc;
     }
     creq_free(ep, c);
     return 0;
@@ -247,16 +280,19 @@ void coap_client_xmit_done(struct m2m_coap_ep *ep, struct creq *c, int err)
         fail(ep, c, err);
         return;
     }
-    /* Empty ACK: the answer comes as a separate response (§5.2.2). */
-    coap_timer_set(ep, &c->t, ep->now + ep->exchange_lifetime);
+    /* Empty ACK: the answer comes as a separate response (§5.2.2). An
+     * observation's Max-Age deadline, if armed, stays the one that counts. */
+    if (!m2m_timer_armed(&c->t))
+        coap_timer_set(ep, &c->t, ep->now + ep->exchange_lifetime);
 }
 
 void coap_client_timeout(struct m2m_coap_ep *ep, struct creq *c)
 {
-    if (c->observe && c->established && !c->awaiting && !c->deregistering) {
-        /* §3.3.1: Max-Age ran out without a notification: register again
-         * with the same token. */
-        c->b2_active = false;
+    if (observing(c) && !c->reregistering) {
+        /* RFC 7641 §3.3.1: Max-Age ran out without a notification: register
+         * again with the same token, dropping any body fetch under way. */
+        abandon(ep, c);
+        c->reregistering = true;
         if (send_msg(ep, c, SEND_FIRST))
             fail(ep, c, M2M_ENOMEM);
         return;
@@ -365,6 +401,7 @@ static enum answer_result on_answer(struct m2m_coap_ep *ep, struct creq *c, cons
             return ANS_KEEP;
         }
         c->b2_active = false;
+        tok_unlink(ep, &c->cur);
         deliver(ep, c, c->b2_notify ? M2M_COAP_EV_NOTIFY : M2M_COAP_EV_RESPONSE, dgram, n, c->b2buf,
                 c->b2len);
         coap_grave(ep, c->b2buf);
@@ -402,47 +439,59 @@ void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from,
     if (!t)
         return;
     struct creq *c = t->owner;
-    if (c->x) {
-        /* An answer implies our request arrived, even if its ACK did not. */
-        c->x->owner = NULL;
-        coap_xmit_cancel(ep, c->x);
-        c->x = NULL;
-    }
     bool is_main = t == &c->main;
     bool has_obs = m2m_coap_has_opt(m, M2M_COAP_OPT_OBSERVE);
     bool ok = M2M_COAP_CODE_CLASS(m->code) == 2;
-    if (c->observe && is_main && !c->deregistering) {
-        if (has_obs && ok) {
+    /* The piggybacked answer to what we sent last on the main token. */
+    bool reply = m->type == M2M_COAP_ACK && c->awaiting && c->sent_main && is_main;
+    if (c->observe && is_main) {
+        if (c->deregistering) {
+            if (has_obs && !reply)
+                return; /* a notification crossing our deregistration */
+        } else if (has_obs && ok) {
             uint32_t seq = m2m_coap_get_uint(m, M2M_COAP_OPT_OBSERVE, 0);
-            if (c->established && !m2m_coap_observe_fresher(c->last_seq, c->last_time, seq, ep->now))
-                return; /* §3.4: older than what we have */
+            /* §3.4: drop what is older than what we have. The answer to our
+             * own re-registration sets a new baseline instead. */
+            if (c->established && !reply &&
+                !m2m_coap_observe_fresher(c->last_seq, c->last_time, seq, ep->now))
+                return;
+            /* Fresh: it ends whatever we were waiting for (registration,
+             * re-registration, the body of an older notification). */
+            abandon(ep, c);
             bool first = !c->established;
             c->established = true;
-            c->awaiting = false;
+            c->reregistering = false;
             c->last_seq = seq;
             c->last_time = ep->now;
             uint32_t max_age = m2m_coap_get_uint(m, M2M_COAP_OPT_MAX_AGE, 60);
             coap_timer_set(ep, &c->t, ep->now + (m2m_time)max_age * 1000 + REREGISTER_MARGIN_MS);
             if (!first)
                 ep->stats.notifications++;
-            /* A newer notification replaces a body still being fetched. */
-            c->b2_active = false;
             c->b2_notify = !first;
             on_answer(ep, c, m, dgram, n);
             return;
-        }
-        if (c->established) {
-            /* A final notification without Observe or with an error code. */
+        } else if (c->established) {
+            /* A final notification (an error, or no Observe) ends it. */
+            abandon(ep, c);
             deliver(ep, c, M2M_COAP_EV_NOTIFY, dgram, n, NULL, 0);
             creq_free(ep, c);
             return;
+        } else {
+            c->observe = false; /* the server would not let us observe */
         }
-        c->observe = false; /* the server would not let us observe */
     }
-    if (!c->awaiting && is_main && c->established)
+    /* Otherwise only the answer to the message we sent last counts; late
+     * answers to earlier blocks or duplicates are dropped. */
+    if (!c->awaiting || is_main != c->sent_main)
         return;
+    if (c->x) {
+        /* An answer implies our request arrived, even if its ACK did not. */
+        c->x->owner = NULL;
+        coap_xmit_cancel(ep, c->x);
+        c->x = NULL;
+    }
     c->awaiting = false;
-    if (!(c->observe && c->established))
+    if (!observing(c))
         m2m_heap_cancel(&ep->timers, &c->t);
     if (on_answer(ep, c, m, dgram, n) == ANS_DONE)
         creq_free(ep, c);

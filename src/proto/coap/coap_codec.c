@@ -29,13 +29,13 @@ static int read_ext(struct m2m_rcur *c, uint8_t v, uint32_t *out)
         return 0;
     }
     if (v == 13) {
-        uint8_t b;
+        uint8_t b = 0;
         int rc = m2m_rcur_u8(c, &b);
         *out = (uint32_t)b + 13;
         return rc;
     }
     if (v == 14) {
-        uint16_t w;
+        uint16_t w = 0;
         int rc = m2m_rcur_be16(c, &w);
         *out = (uint32_t)w + 269;
         return rc;
@@ -77,7 +77,7 @@ int m2m_coap_decode(struct m2m_coap_msg *m, const uint8_t *p, size_t n)
 
     uint32_t num = 0;
     while (m2m_rcur_left(&c)) {
-        uint8_t hdr;
+        uint8_t hdr = 0;
         m2m_rcur_u8(&c, &hdr);
         if (hdr == PAYLOAD_MARKER) {
             if (!m2m_rcur_left(&c))

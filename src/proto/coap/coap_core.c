@@ -257,7 +257,8 @@ void coap_peer_release_slot(struct m2m_coap_ep *ep, struct peer *p)
 {
     if (p->inflight)
         p->inflight--;
-    while (p->wait_head && p->inflight < ep->cfg.tx.nstart) {
+    /* While the endpoint is being freed nothing new may start. */
+    while (!ep->closing && p->wait_head && p->inflight < ep->cfg.tx.nstart) {
         struct xmit *x = p->wait_head;
         p->wait_head = x->wait_next;
         if (!p->wait_head)
@@ -270,15 +271,18 @@ void coap_peer_release_slot(struct m2m_coap_ep *ep, struct peer *p)
 
 /* Bytes we may still send to a peer that has not answered (§4.7): the
  * average rate since the first unanswered byte stays under PROBING_RATE. */
-static m2m_time probing_next(struct m2m_coap_ep *ep, struct peer *p, size_t len)
+m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len)
 {
     if (!p->unanswered_bytes)
         return ep->now;
+    /* Earliest t with (unanswered + len) / (t - since) <= rate, rounded up:
+     * sending any sooner would put the average above PROBING_RATE. */
     uint64_t rate = ep->cfg.tx.probing_rate ? ep->cfg.tx.probing_rate : 1;
-    return p->unanswered_since + (m2m_time)((p->unanswered_bytes + len - 1) * 1000 / rate);
+    uint64_t ms = ((p->unanswered_bytes + len) * 1000 + rate - 1) / rate;
+    return p->unanswered_since + (m2m_time)ms;
 }
 
-static void probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
+void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
 {
     if (!p->unanswered_bytes)
         p->unanswered_since = ep->now;
@@ -287,8 +291,8 @@ static void probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
 
 int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, size_t len)
 {
-    if (!p->non_head && probing_next(ep, p, len) <= ep->now) {
-        probing_account(ep, p, len);
+    if (!p->non_head && coap_probing_next(ep, p, len) <= ep->now) {
+        coap_probing_account(ep, p, len);
         return coap_emit(ep, &p->addr, buf, len);
     }
     struct pending_non *pn = malloc(sizeof *pn + len);
@@ -302,23 +306,23 @@ int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, si
     else
         p->non_head = pn;
     p->non_tail = pn;
-    coap_timer_set(ep, &p->t, probing_next(ep, p, p->non_head->len));
+    coap_timer_set(ep, &p->t, coap_probing_next(ep, p, p->non_head->len));
     return 0;
 }
 
 static void peer_drain_non(struct m2m_coap_ep *ep, struct peer *p)
 {
-    while (p->non_head && probing_next(ep, p, p->non_head->len) <= ep->now) {
+    while (p->non_head && coap_probing_next(ep, p, p->non_head->len) <= ep->now) {
         struct pending_non *pn = p->non_head;
         p->non_head = pn->next;
         if (!p->non_head)
             p->non_tail = NULL;
-        probing_account(ep, p, pn->len);
+        coap_probing_account(ep, p, pn->len);
         coap_emit(ep, &p->addr, pn->data, pn->len);
         free(pn);
     }
     if (p->non_head)
-        coap_timer_set(ep, &p->t, probing_next(ep, p, p->non_head->len));
+        coap_timer_set(ep, &p->t, coap_probing_next(ep, p, p->non_head->len));
     else if (!p->refs && !p->wait_head && !p->inflight) {
         m2m_heap_cancel(&ep->timers, &p->t);
         m2m_hmap_remove(&ep->peers, &p->hn);
@@ -587,6 +591,7 @@ void m2m_coap_ep_free(struct m2m_coap_ep *ep)
 {
     if (!ep)
         return;
+    ep->closing = true;
     coap_client_cleanup(ep);
     coap_notify_cleanup(ep);
     coap_server_cleanup(ep);
@@ -600,6 +605,7 @@ void m2m_coap_ep_free(struct m2m_coap_ep *ep)
         while (n) {
             struct peer *p = M2M_CONTAINER_OF(n, struct peer, hn);
             n = n->next;
+            m2m_heap_cancel(&ep->timers, &p->t);
             while (p->wait_head) {
                 struct xmit *x = p->wait_head;
                 p->wait_head = x->wait_next;
@@ -684,6 +690,9 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
 {
     ep->now = now;
     reclaim(ep);
+    /* Entries past EXCHANGE_LIFETIME must not match, whether or not the
+     * caller has handled that deadline yet. */
+    dedup_expire(ep);
     ep->stats.rx++;
     struct m2m_coap_msg m;
     int rc = m2m_coap_decode(&m, p, n);
@@ -732,6 +741,13 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
         }
         if (x->kind != XK_REQUEST) {
             xmit_settle(ep, x, 0);
+            return 0;
+        }
+        /* §5.3.2: a piggybacked response must carry the request's token too.
+         * A mismatch is an answer to an older exchange that reused this MID
+         * (a peer behind a reused port): keep retransmitting. */
+        if (x->len < 4u + m.tkl || (x->buf[0] & 0x0f) != m.tkl || memcmp(x->buf + 4, m.token, m.tkl)) {
+            ep->stats.dropped++;
             return 0;
         }
         struct creq *c = x->owner;

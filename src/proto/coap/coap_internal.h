@@ -167,9 +167,12 @@ struct creq {
     uint8_t b2szx;
     bool b2_active, b2_notify;
     uint32_t b2_seq;
+    uint8_t b2_want;     /* SZX + 1 the application asked for, 0 if none */
     bool observe;       /* asked for an observation */
     bool established;   /* and got one */
     bool deregistering;
+    bool reregistering; /* Max-Age ran out; our new registration is out */
+    bool sent_main;     /* the last message sent carried the main token */
     uint32_t last_seq;
     m2m_time last_time;
     struct xmit *x;      /* our CON in flight */
@@ -226,6 +229,7 @@ struct m2m_coap_ep {
     size_t ngrave, grave_cap;
     struct m2m_coap_stats stats;
     m2m_time now;
+    bool closing; /* in m2m_coap_ep_free: release nothing new */
 };
 
 #define COAP_LOG(ep, lvl, peer, ...) m2m_log((ep)->cfg.log, lvl, "coap", peer, __VA_ARGS__)
@@ -255,6 +259,10 @@ void coap_xmit_cancel(struct m2m_coap_ep *ep, struct xmit *x);
 /* Replaces what a still-retransmitting CON carries (newest observe state). */
 void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, size_t len,
                        uint16_t mid);
+/* PROBING_RATE (§4.7): the earliest time a NON of `len` bytes may go to a
+ * peer that has not answered, and the accounting once it went. */
+m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len);
+void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len);
 /* Sends a NON under PROBING_RATE. */
 int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, size_t len);
 int coap_send_empty(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_t type, uint16_t mid);

@@ -26,6 +26,10 @@ int m2m_coap_link_append(char *buf, size_t cap, size_t *len, const struct m2m_co
     size_t start = *len;
     char num[32];
     int rc = 0;
+    /* buf holds a NUL-terminated string of *len bytes, so *len < cap; a
+     * caller that broke this must not make us write out of bounds. */
+    if (start >= cap)
+        return M2M_ENOBUFS;
     if (*len > 0)
         rc |= put_s(buf, cap, len, ",");
     rc |= put_s(buf, cap, len, "<");
@@ -52,8 +56,7 @@ int m2m_coap_link_append(char *buf, size_t cap, size_t *len, const struct m2m_co
         rc |= put_s(buf, cap, len, ";obs");
     if (rc) {
         *len = start;
-        if (cap)
-            buf[start] = 0;
+        buf[start] = 0;
         return M2M_ENOBUFS;
     }
     return 0;

@@ -68,18 +68,20 @@ int coap_observer_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, const ui
     if (ep->n_obs >= ep->cfg.max_observers)
         return M2M_ELIMIT;
     struct peer *p = coap_peer_get(ep, a, true);
-    struct obs_path *op = p ? op_find(ep, path, true) : NULL;
-    if (!op)
+    if (!p)
         return M2M_ELIMIT;
-    o = calloc(1, sizeof *o);
+    /* Held from here on, so a failure below does not strand a new peer. */
+    coap_peer_ref(p);
+    struct obs_path *op = op_find(ep, path, true);
+    o = op ? calloc(1, sizeof *o) : NULL;
     if (!o) {
-        if (!op->count) {
+        if (op && !op->count) {
             m2m_hmap_remove(&ep->obs_paths, &op->hn);
             free(op);
         }
+        coap_peer_unref(ep, p);
         return M2M_ENOMEM;
     }
-    coap_peer_ref(p);
     o->peer = p;
     o->tkl = (uint8_t)tkl;
     memcpy(o->token, tok, tkl);
@@ -159,8 +161,10 @@ static struct blob *blob_build(const struct m2m_coap_msg *state, uint8_t szx)
     return b;
 }
 
-static uint8_t *render(struct m2m_coap_ep *ep, struct observer *o, struct blob *b, uint8_t type,
-                       uint16_t mid, bool final, size_t *len)
+/* Encodes `b` for observer `o` with sequence number `seq` (none for a final
+ * state). Nothing in `o` changes: the caller commits once it sends. */
+static uint8_t *render(const struct observer *o, const struct blob *b, uint8_t type, uint16_t mid,
+                       bool final, uint32_t seq, size_t *len)
 {
     struct m2m_coap_msg m;
     if (m2m_coap_decode(&m, b->data, b->len))
@@ -169,46 +173,59 @@ static uint8_t *render(struct m2m_coap_ep *ep, struct observer *o, struct blob *
     m.mid = mid;
     m.tkl = o->tkl;
     memcpy(m.token, o->token, o->tkl);
-    if (!final) {
-        o->seq = (o->seq + 1) & 0xffffff;
-        m2m_coap_add_uint(&m, M2M_COAP_OPT_OBSERVE, o->seq);
-    }
+    if (!final && m2m_coap_add_uint(&m, M2M_COAP_OPT_OBSERVE, seq))
+        return NULL;
     size_t need = m2m_coap_encoded_size(&m);
     uint8_t *buf = malloc(need);
     if (buf && m2m_coap_encode(&m, buf, need, len)) {
         free(buf);
         return NULL;
     }
-    (void)ep;
     return buf;
 }
 
 static bool blob_final(const struct blob *b) { return b->len >= 2 && M2M_COAP_CODE_CLASS(b->data[1]) != 2; }
 
+static uint32_t next_seq(const struct observer *o) { return (o->seq + 1) & 0xffffff; }
+
 static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
 {
     struct blob *b = o->pending;
-    o->pending = NULL;
     bool final = blob_final(b);
     bool con = o->pending_con || final ||
                ep->now - o->last_con >= (m2m_time)ep->cfg.notify_con_every_ms;
-    uint16_t mid = coap_next_mid(ep);
+    uint32_t seq = next_seq(o);
     size_t len = 0;
-    uint8_t *buf = render(ep, o, b, con ? M2M_COAP_CON : M2M_COAP_NON, mid, final, &len);
-    blob_unref(b);
+    uint8_t *buf = render(o, b, con ? M2M_COAP_CON : M2M_COAP_NON, 0, final, seq, &len);
     if (!buf)
-        return;
+        return; /* no memory: the state stays pending for the next try */
+    if (!con && !o->peer->non_head) {
+        /* PROBING_RATE (RFC 7252 §4.7) towards an observer that does not
+         * answer: hold the state here, where a newer one replaces it, rather
+         * than queueing every stale state in the peer's NON queue. */
+        m2m_time at = coap_probing_next(ep, o->peer, len);
+        if (at > ep->now) {
+            free(buf);
+            coap_timer_set(ep, &o->t, at);
+            return;
+        }
+    }
+    o->pending = NULL;
+    o->pending_con = false;
+    blob_unref(b);
+    m2m_heap_cancel(&ep->timers, &o->t);
+    uint16_t mid = coap_next_mid(ep);
+    buf[2] = (uint8_t)(mid >> 8);
+    buf[3] = (uint8_t)mid;
+    if (!final)
+        o->seq = seq;
     ep->stats.notifications++;
     o->last_sent = ep->now;
     if (con) {
         o->last_con = ep->now;
         o->inflight = coap_xmit_start(ep, o->peer, buf, len, mid, XK_NOTIFY, o);
     } else {
-        /* Observers never answer NON notifications, so PROBING_RATE would
-         * throttle them to a trickle; the rate is the application's, capped
-         * by notify_min_interval_ms (RFC 7641 §4.5.1 recommends one per RTT,
-         * or one per 3 s without an RTT estimate). */
-        coap_emit(ep, &o->peer->addr, buf, len);
+        coap_send_non(ep, o->peer, buf, len);
         free(buf);
         if (o->sent_non)
             m2m_hmap_remove(&ep->obs_mids, &o->hn_mid);
@@ -220,10 +237,44 @@ static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
         coap_observer_remove(ep, o, true);
 }
 
+/* §4.5.2: the newest state replaces what the in-flight CON notification
+ * carries (new MID and sequence number, same retransmission state). A final
+ * state swapped in ends the relationship; the CON still goes on its own. */
+static bool swap_into_inflight(struct m2m_coap_ep *ep, struct observer *o)
+{
+    struct blob *b = o->pending;
+    bool final = blob_final(b);
+    uint32_t seq = next_seq(o);
+    uint16_t mid = coap_next_mid(ep);
+    size_t len = 0;
+    uint8_t *buf = render(o, b, M2M_COAP_CON, mid, final, seq, &len);
+    if (!buf)
+        return false;
+    o->pending = NULL;
+    o->pending_con = false;
+    blob_unref(b);
+    if (!final)
+        o->seq = seq;
+    coap_xmit_replace(ep, o->inflight, buf, len, mid);
+    ep->stats.notifications++;
+    o->last_sent = o->last_con = ep->now;
+    if (final)
+        coap_observer_remove(ep, o, true);
+    return true;
+}
+
 static void try_send(struct m2m_coap_ep *ep, struct observer *o)
 {
-    if (!o->pending || o->inflight)
-        return; /* an in-flight CON picks up the newest state when it settles */
+    if (!o->pending)
+        return;
+    if (o->inflight) {
+        /* A CON still waiting for an NSTART slot can carry the newest state
+         * at once; one on the wire picks it up when it is retransmitted or
+         * after its ACK. */
+        if (!o->inflight->sent)
+            swap_into_inflight(ep, o);
+        return;
+    }
     m2m_time earliest = o->last_sent + ep->cfg.notify_min_interval_ms;
     if (ep->cfg.notify_min_interval_ms && ep->now < earliest && !blob_final(o->pending)) {
         coap_timer_set(ep, &o->t, earliest);
@@ -248,9 +299,10 @@ int m2m_coap_notify(struct m2m_coap_ep *ep, const char *path, const struct m2m_c
         if (!blobs[szx] && !(blobs[szx] = blob_build(state, szx)))
             break;
         blobs[szx]->refs++;
+        /* A forced CON stays forced when a newer state replaces it. */
+        o->pending_con = (o->pending && o->pending_con) || con;
         blob_unref(o->pending);
         o->pending = blobs[szx];
-        o->pending_con = con;
         count++;
         try_send(ep, o);
     }
@@ -277,26 +329,10 @@ bool coap_observer_xmit_retry(struct m2m_coap_ep *ep, struct observer *o)
 {
     if (!o->pending || !o->inflight)
         return false;
-    /* §4.5.2: retransmit the newest state instead of the stale one, keeping
-     * the retransmission counter and timeout. */
-    struct blob *b = o->pending;
-    o->pending = NULL;
-    bool final = blob_final(b);
-    uint16_t mid = coap_next_mid(ep);
-    size_t len = 0;
-    uint8_t *buf = render(ep, o, b, M2M_COAP_CON, mid, final, &len);
-    blob_unref(b);
-    if (!buf)
-        return false;
-    coap_xmit_replace(ep, o->inflight, buf, len, mid);
-    return true;
+    return swap_into_inflight(ep, o);
 }
 
-void coap_observer_timeout(struct m2m_coap_ep *ep, struct observer *o)
-{
-    if (o->pending && !o->inflight)
-        send_pending(ep, o);
-}
+void coap_observer_timeout(struct m2m_coap_ep *ep, struct observer *o) { try_send(ep, o); }
 
 void coap_observer_rst(struct m2m_coap_ep *ep, const struct m2m_addr *from, uint16_t mid)
 {

@@ -323,10 +323,15 @@ void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from,
     int b2rc = m2m_coap_get_block(m, M2M_COAP_OPT_BLOCK2, &b2);
     if (bad || b1rc == M2M_EMALFORMED || b2rc == M2M_EMALFORMED) {
         /* §5.4.1: an unrecognised critical option in a CON is answered with
-         * 4.02; in a NON, the same answer is allowed and more useful than
-         * silence. */
+         * 4.02; a NON carrying one is rejected (§4.3): a RST, no response. */
         COAP_LOG(ep, M2M_LOG_DEBUG, from, "bad critical option %u", bad ? bad->num : 0);
-        answer_code(ep, from, m, M2M_COAP_BAD_OPTION, NULL, 0, NULL);
+        if (m->type == M2M_COAP_CON) {
+            answer_code(ep, from, m, M2M_COAP_BAD_OPTION, NULL, 0, NULL);
+        } else {
+            coap_send_empty(ep, from, M2M_COAP_RST, m->mid);
+            if (d)
+                coap_dedup_answer(d, NULL, 0);
+        }
         return;
     }
     if (m2m_coap_has_opt(m, M2M_COAP_OPT_PROXY_URI) || m2m_coap_has_opt(m, M2M_COAP_OPT_PROXY_SCHEME)) {
@@ -434,7 +439,12 @@ int m2m_coap_respond(struct m2m_coap_ep *ep, uint32_t id, const struct m2m_coap_
         echo.more = false;
         m2m_coap_add_block(&o, M2M_COAP_OPT_BLOCK1, &echo);
     }
-    if (resp->payload_len > m2m_coap_block_size(szx) || x->has_block2) {
+    /* Slice a body larger than a block, and answer a block request with its
+     * block; an error answer without a large body goes out as it is rather
+     * than becoming a 4.02 for a block past its end. */
+    bool slice = resp->payload_len > m2m_coap_block_size(szx) ||
+                 (x->has_block2 && M2M_COAP_CODE_CLASS(resp->code) == 2);
+    if (slice) {
         uint32_t num = x->has_block2 ? x->block2.num : 0;
         if (coap_block2_slice(resp, &o, num, szx, num == 0)) {
             m2m_coap_msg_init(&o, 0, M2M_COAP_BAD_OPTION);
