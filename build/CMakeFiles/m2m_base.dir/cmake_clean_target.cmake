@@ -1,3 +1,0 @@
-file(REMOVE_RECURSE
-  "libm2m_base.a"
-)

@@ -1,2 +1,0 @@
-# Empty dependencies file for m2mkit.
-# This may be replaced when dependencies are built.
