@@ -305,7 +305,7 @@ struct m2m_coap_event {
 
 struct m2m_coap_out {
     struct m2m_addr peer;
-    const uint8_t *data; /* valid until the next m2m_coap_ep_* call */
+    const uint8_t *data; /* valid until the next feed or on_timeout call */
     size_t len;
 };
 

@@ -1,7 +1,9 @@
 #include "net/pump.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "base/log.h"
 #include "net/addr.h"
@@ -10,30 +12,73 @@
  * per system call. */
 #define RX_BATCH 16
 #define RX_SLOT (64 * 1024)
+#define TX_BATCH 64
 
 static m2m_time now_of(struct m2m_udp_pump *p) { return (m2m_time)uv_now(p->loop); }
 
 static void on_timer(uv_timer_t *t);
 
-void m2m_udp_pump_flush(struct m2m_udp_pump *p)
+/* Sends up to TX_BATCH datagrams with one sendmmsg(2). Returns how many of
+ * them left the queue (sent or dropped). */
+static void send_batch(struct m2m_udp_pump *p, struct mmsghdr *msgs, struct iovec *iov,
+                       const struct m2m_addr *peers, unsigned n)
 {
-    struct m2m_dgram d;
-    while (p->ops->poll_output(p->core, &d) == 1) {
-        struct sockaddr_storage ss;
-        if (!m2m_addr_to_sockaddr(&d.peer, &ss))
-            continue;
-        uv_buf_t b = uv_buf_init((char *)d.data, (unsigned)d.len);
-        int rc = uv_udp_try_send(&p->udp, &b, 1, (const struct sockaddr *)&ss);
-        if (rc < 0) {
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&p->udp, &fd)) {
+        p->meter.tx_dropped += n;
+        return;
+    }
+    unsigned done = 0;
+    while (done < n) {
+        int k = sendmmsg(fd, msgs + done, n - done, MSG_DONTWAIT);
+        if (k <= 0) {
             /* UDP may drop; the protocol's own retransmission covers it. */
             p->meter.tx_dropped++;
             if (m2m_log_on(p->log, M2M_LOG_DEBUG))
-                m2m_log(p->log, M2M_LOG_DEBUG, p->ops->name, &d.peer, "send failed: %s", uv_strerror(rc));
+                m2m_log(p->log, M2M_LOG_DEBUG, p->ops->name, &peers[done], "send failed: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                p->meter.tx_dropped += n - done - 1;
+                return;
+            }
+            done++;
             continue;
         }
-        p->meter.tx_dgrams++;
-        p->meter.tx_bytes += d.len;
+        for (int i = 0; i < k; i++)
+            p->meter.tx_bytes += iov[done + (unsigned)i].iov_len;
+        p->meter.tx_dgrams += (uint64_t)k;
+        done += (unsigned)k;
     }
+}
+
+void m2m_udp_pump_flush(struct m2m_udp_pump *p)
+{
+    struct mmsghdr msgs[TX_BATCH];
+    struct iovec iov[TX_BATCH];
+    struct sockaddr_storage ss[TX_BATCH];
+    struct m2m_addr peers[TX_BATCH];
+    unsigned n = 0;
+    struct m2m_dgram d;
+    /* Output stays valid until the next feed or timeout, so a batch of it
+     * can be gathered before one system call sends it all. */
+    while (p->ops->poll_output(p->core, &d) == 1) {
+        socklen_t len = m2m_addr_to_sockaddr(&d.peer, &ss[n]);
+        if (!len)
+            continue;
+        memset(&msgs[n], 0, sizeof msgs[n]);
+        iov[n].iov_base = (void *)d.data;
+        iov[n].iov_len = d.len;
+        msgs[n].msg_hdr.msg_name = &ss[n];
+        msgs[n].msg_hdr.msg_namelen = len;
+        msgs[n].msg_hdr.msg_iov = &iov[n];
+        msgs[n].msg_hdr.msg_iovlen = 1;
+        peers[n] = d.peer;
+        if (++n == TX_BATCH) {
+            send_batch(p, msgs, iov, peers, n);
+            n = 0;
+        }
+    }
+    if (n)
+        send_batch(p, msgs, iov, peers, n);
     m2m_time next = p->ops->next_timeout(p->core);
     if (next == p->armed_at)
         return;

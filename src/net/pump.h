@@ -22,7 +22,9 @@ struct m2m_dgram {
 struct m2m_wire_ops {
     const char *name;
     int (*feed)(void *core, m2m_time now, const struct m2m_addr *from, const uint8_t *p, size_t n);
-    int (*poll_output)(void *core, struct m2m_dgram *out); /* 1: got one, 0: none left */
+    /* 1: got one, 0: none left. The data stays valid until the next feed or
+     * on_timeout, so the pump may gather several before sending. */
+    int (*poll_output)(void *core, struct m2m_dgram *out);
     m2m_time (*next_timeout)(const void *core);
     void (*on_timeout)(void *core, m2m_time now);
 };

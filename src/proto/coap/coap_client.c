@@ -10,7 +10,10 @@
 #define REREGISTER_MARGIN_MS 2000
 #define MAX_B1_RETRIES 6
 
-static uint64_t id_hash(uint32_t id) { return m2m_hash_mix(0x636f6170, id); }
+static uint64_t id_hash(uint32_t id)
+{
+    return m2m_hash_mix(0x636f6170, id);
+}
 
 static struct creq *creq_by_id(struct m2m_coap_ep *ep, uint32_t id)
 {
@@ -43,8 +46,7 @@ static void tok_unlink(struct m2m_coap_ep *ep, struct tokref *t)
 
 static void tok_link(struct m2m_coap_ep *ep, struct tokref *t)
 {
-    m2m_hmap_insert(&ep->tokens, &t->hn,
-                    coap_addr_tok_hash(ep, &t->owner->peer->addr, t->token, t->tkl));
+    m2m_hmap_insert(&ep->tokens, &t->hn, coap_addr_tok_hash(ep, &t->owner->peer->addr, t->token, t->tkl));
     t->linked = true;
 }
 
@@ -100,7 +102,10 @@ static void abandon(struct m2m_coap_ep *ep, struct creq *c)
     c->awaiting = false;
 }
 
-static bool observing(const struct creq *c) { return c->observe && c->established && !c->deregistering; }
+static bool observing(const struct creq *c)
+{
+    return c->observe && c->established && !c->deregistering;
+}
 
 enum send_kind { SEND_FIRST, SEND_NEXT, SEND_DEREGISTER };
 
@@ -140,7 +145,8 @@ static int send_msg(struct m2m_coap_ep *ep, struct creq *c, enum send_kind kind)
     if (c->b1_active && !c->b2_active) {
         size_t size = m2m_coap_block_size(c->b1_szx);
         size_t left = c->body_len - c->b1_off;
-        struct m2m_coap_block b = {.num = (uint32_t)(c->b1_off / size), .more = left > size, .szx = c->b1_szx};
+        struct m2m_coap_block b = {
+            .num = (uint32_t)(c->b1_off / size), .more = left > size, .szx = c->b1_szx};
         m2m_coap_add_block(&m, M2M_COAP_OPT_BLOCK1, &b);
         if (c->b1_off == 0)
             m2m_coap_add_uint(&m, M2M_COAP_OPT_SIZE1, (uint32_t)c->body_len);
@@ -183,8 +189,8 @@ int m2m_coap_request(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
                      const struct m2m_coap_msg *req, uint32_t *id)
 {
     ep->now = now;
-    if ((req->type != M2M_COAP_CON && req->type != M2M_COAP_NON) || req->code < 1 ||
-        req->code > 31 || req->tkl > 8)
+    if ((req->type != M2M_COAP_CON && req->type != M2M_COAP_NON) || req->code < 1 || req->code > 31 ||
+        req->tkl > 8)
         return M2M_EINVAL;
     if (req->payload_len > ep->cfg.max_body)
         return M2M_ELIMIT;
@@ -193,10 +199,12 @@ int m2m_coap_request(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
     struct peer *p = coap_peer_get(ep, to, true);
     if (!p)
         return M2M_ELIMIT;
+    coap_peer_ref(p); /* so a failure below frees a peer created for us */
     struct creq *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        coap_peer_unref(ep, p);
         return M2M_ENOMEM;
-    coap_peer_ref(p);
+    }
     c->peer = p;
     c->type = req->type;
     m2m_timer_init(&c->t, T_CREQ);
@@ -317,7 +325,8 @@ void coap_client_rst(struct m2m_coap_ep *ep, const struct m2m_addr *from, uint16
 static void deliver(struct m2m_coap_ep *ep, struct creq *c, enum m2m_coap_event_type type,
                     const uint8_t *dgram, size_t n, const uint8_t *body, size_t body_len)
 {
-    struct evq_item it = {.type = type, .id = c->id, .peer = c->peer->addr, .body = body, .body_len = body_len};
+    struct evq_item it = {
+        .type = type, .id = c->id, .peer = c->peer->addr, .body = body, .body_len = body_len};
     coap_push_event(ep, &it, dgram, n);
 }
 
@@ -326,7 +335,7 @@ enum answer_result { ANS_KEEP, ANS_DONE, ANS_GONE };
 /* Keeps going after a response or gives the whole answer to the
  * application. ANS_DONE: the caller frees `c`; ANS_GONE: already freed. */
 static enum answer_result on_answer(struct m2m_coap_ep *ep, struct creq *c, const struct m2m_coap_msg *m,
-                      const uint8_t *dgram, size_t n)
+                                    const uint8_t *dgram, size_t n)
 {
     if (c->b1_active) {
         struct m2m_coap_block b1;
@@ -413,8 +422,8 @@ static enum answer_result on_answer(struct m2m_coap_ep *ep, struct creq *c, cons
     return (c->observe && c->established && !c->deregistering) ? ANS_KEEP : ANS_DONE;
 }
 
-void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from,
-                          const struct m2m_coap_msg *m, const uint8_t *dgram, size_t n)
+void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from, const struct m2m_coap_msg *m,
+                          const uint8_t *dgram, size_t n)
 {
     struct tokref *t = tok_find(ep, from, m->token, m->tkl);
     if (m->type != M2M_COAP_ACK) {
@@ -456,9 +465,12 @@ void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from,
                 !m2m_coap_observe_fresher(c->last_seq, c->last_time, seq, ep->now))
                 return;
             /* Fresh: it ends whatever we were waiting for (registration,
-             * re-registration, the body of an older notification). */
+             * re-registration, the body of an older notification). If that
+             * was the body of the registration's answer, this one stands in
+             * for it and is still the RESPONSE. */
+            bool reg_body = c->b2_active && !c->b2_notify;
             abandon(ep, c);
-            bool first = !c->established;
+            bool first = !c->established || reg_body;
             c->established = true;
             c->reregistering = false;
             c->last_seq = seq;

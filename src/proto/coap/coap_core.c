@@ -32,21 +32,28 @@ void m2m_coap_config_default(struct m2m_coap_config *c)
     c->nonrequest_timeout_ms = 0; /* 0: NON_LIFETIME */
 }
 
-static uint32_t max_transmit_span(const struct m2m_coap_params *p)
+static uint64_t max_transmit_span64(const struct m2m_coap_params *p)
 {
-    uint64_t span = (uint64_t)p->ack_timeout_ms * ((1ull << p->max_retransmit) - 1);
-    return (uint32_t)(span * p->ack_random_factor_pm / 1000);
+    /* Shifts past 62 would be undefined; such values fail ep_new anyway. */
+    uint32_t mr = p->max_retransmit < 32 ? p->max_retransmit : 32;
+    uint64_t span = (uint64_t)p->ack_timeout_ms * ((1ull << mr) - 1);
+    return span * p->ack_random_factor_pm / 1000;
+}
+
+static uint32_t saturate(uint64_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
 uint32_t m2m_coap_exchange_lifetime_ms(const struct m2m_coap_params *p)
 {
     /* MAX_TRANSMIT_SPAN + 2 * MAX_LATENCY + PROCESSING_DELAY (= ACK_TIMEOUT) */
-    return max_transmit_span(p) + 2 * p->max_latency_ms + p->ack_timeout_ms;
+    return saturate(max_transmit_span64(p) + 2ull * p->max_latency_ms + p->ack_timeout_ms);
 }
 
 uint32_t m2m_coap_non_lifetime_ms(const struct m2m_coap_params *p)
 {
-    return max_transmit_span(p) + p->max_latency_ms;
+    return saturate(max_transmit_span64(p) + p->max_latency_ms);
 }
 
 /* ---- helpers shared by the endpoint's files --------------------------- */
@@ -61,15 +68,18 @@ bool coap_addr_eq(const struct m2m_addr *a, const struct m2m_addr *b)
     return a->len == b->len && !memcmp(a->b, b->b, a->len);
 }
 
-uint64_t coap_addr_tok_hash(const struct m2m_coap_ep *ep, const struct m2m_addr *a,
-                            const uint8_t *tok, size_t tkl)
+uint64_t coap_addr_tok_hash(const struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
+                            size_t tkl)
 {
     uint64_t t = 0;
     memcpy(&t, tok, tkl);
     return m2m_hash_mix(coap_addr_hash(ep, a), t ^ tkl);
 }
 
-uint16_t coap_next_mid(struct m2m_coap_ep *ep) { return ep->next_mid++; }
+uint16_t coap_next_mid(struct m2m_coap_ep *ep)
+{
+    return ep->next_mid++;
+}
 
 void coap_random_token(struct m2m_coap_ep *ep, uint8_t *tok, size_t n)
 {
@@ -116,6 +126,48 @@ static int grow(void **v, size_t *cap, size_t elem)
     return 0;
 }
 
+static uint8_t *out_alloc(struct m2m_coap_ep *ep, size_t n, struct out_chunk **chunk)
+{
+    struct out_chunk *c = ep->oc_tail;
+    if (!c || c->cap - c->len < n) {
+        size_t cap = 16384;
+        while (cap < n)
+            cap *= 2;
+        c = malloc(sizeof *c + cap);
+        if (!c)
+            return NULL;
+        c->next = NULL;
+        c->len = 0;
+        c->cap = cap;
+        if (ep->oc_tail)
+            ep->oc_tail->next = c;
+        else
+            ep->oc_head = c;
+        ep->oc_tail = c;
+    }
+    uint8_t *p = c->data + c->len;
+    c->len += n;
+    *chunk = c;
+    return p;
+}
+
+/* Frees the chunks wholly handed out; keeps one empty chunk for reuse. */
+static void out_reclaim(struct m2m_coap_ep *ep)
+{
+    struct out_chunk *keep = ep->outq_len ? ep->outq[ep->outq_head].chunk : NULL;
+    while (ep->oc_head && ep->oc_head != keep) {
+        struct out_chunk *c = ep->oc_head;
+        if (!keep && c == ep->oc_tail) {
+            c->len = 0;
+            break;
+        }
+        ep->oc_head = c->next;
+        free(c);
+    }
+    if (!ep->oc_head)
+        ep->oc_tail = NULL;
+}
+
 int coap_emit(struct m2m_coap_ep *ep, const struct m2m_addr *to, const uint8_t *p, size_t n)
 {
     if (ep->outq_head + ep->outq_len == ep->outq_cap) {
@@ -126,14 +178,16 @@ int coap_emit(struct m2m_coap_ep *ep, const struct m2m_addr *to, const uint8_t *
             return M2M_ENOMEM;
         }
     }
-    if (arena_reserve(&ep->out_arena, n))
+    struct out_chunk *chunk;
+    uint8_t *dst = out_alloc(ep, n, &chunk);
+    if (!dst)
         return M2M_ENOMEM;
+    memcpy(dst, p, n);
     struct outq_item *it = &ep->outq[ep->outq_head + ep->outq_len++];
     it->peer = *to;
-    it->off = ep->out_arena.len;
+    it->p = dst;
     it->len = n;
-    memcpy(ep->out_arena.p + ep->out_arena.len, p, n);
-    ep->out_arena.len += n;
+    it->chunk = chunk;
     ep->stats.tx++;
     return 0;
 }
@@ -232,7 +286,10 @@ struct peer *coap_peer_get(struct m2m_coap_ep *ep, const struct m2m_addr *a, boo
     return p;
 }
 
-void coap_peer_ref(struct peer *p) { p->refs++; }
+void coap_peer_ref(struct peer *p)
+{
+    p->refs++;
+}
 
 void coap_peer_unref(struct m2m_coap_ep *ep, struct peer *p)
 {
@@ -352,8 +409,7 @@ static uint64_t xmit_key(const struct m2m_coap_ep *ep, const struct m2m_addr *a,
 
 static struct xmit *xmit_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint16_t mid)
 {
-    for (struct m2m_hnode *n = m2m_hmap_first(&ep->xmits, xmit_key(ep, a, mid)); n;
-         n = m2m_hmap_next(n)) {
+    for (struct m2m_hnode *n = m2m_hmap_first(&ep->xmits, xmit_key(ep, a, mid)); n; n = m2m_hmap_next(n)) {
         struct xmit *x = M2M_CONTAINER_OF(n, struct xmit, hn);
         if (x->mid == mid && coap_addr_eq(&x->peer->addr, a))
             return x;
@@ -376,8 +432,8 @@ static void xmit_transmit(struct m2m_coap_ep *ep, struct xmit *x)
     coap_timer_set(ep, &x->t, ep->now + x->timeout_ms);
 }
 
-struct xmit *coap_xmit_start(struct m2m_coap_ep *ep, struct peer *p, uint8_t *buf, size_t len,
-                             uint16_t mid, enum xmit_kind kind, void *owner)
+struct xmit *coap_xmit_start(struct m2m_coap_ep *ep, struct peer *p, uint8_t *buf, size_t len, uint16_t mid,
+                             enum xmit_kind kind, void *owner)
 {
     struct xmit *x = calloc(1, sizeof *x);
     if (!x) {
@@ -430,7 +486,10 @@ static void xmit_free(struct m2m_coap_ep *ep, struct xmit *x)
     coap_peer_unref(ep, p);
 }
 
-void coap_xmit_cancel(struct m2m_coap_ep *ep, struct xmit *x) { xmit_free(ep, x); }
+void coap_xmit_cancel(struct m2m_coap_ep *ep, struct xmit *x)
+{
+    xmit_free(ep, x);
+}
 
 void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, size_t len, uint16_t mid)
 {
@@ -484,8 +543,7 @@ static void xmit_timeout(struct m2m_coap_ep *ep, struct xmit *x)
 
 struct dedup *coap_dedup_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint16_t mid)
 {
-    for (struct m2m_hnode *n = m2m_hmap_first(&ep->dedups, xmit_key(ep, a, mid)); n;
-         n = m2m_hmap_next(n)) {
+    for (struct m2m_hnode *n = m2m_hmap_first(&ep->dedups, xmit_key(ep, a, mid)); n; n = m2m_hmap_next(n)) {
         struct dedup *d = M2M_CONTAINER_OF(n, struct dedup, hn);
         if (d->mid == mid && coap_addr_eq(&d->peer, a))
             return d;
@@ -559,8 +617,13 @@ void coap_dedup_answer(struct dedup *d, uint8_t *resp, uint16_t len)
 struct m2m_coap_ep *m2m_coap_ep_new(const struct m2m_coap_config *cfg)
 {
     if (!cfg->rng.fill || cfg->tx.ack_timeout_ms == 0 || cfg->tx.ack_random_factor_pm < 1000 ||
-        cfg->tx.max_retransmit > 20 || cfg->tx.nstart == 0 || cfg->block_szx > 6 ||
-        cfg->token_len > 8 || cfg->max_message < 64 || cfg->max_message > 65507)
+        cfg->tx.max_retransmit > 20 || cfg->tx.nstart == 0 || cfg->block_szx > 6 || cfg->token_len > 8 ||
+        cfg->max_message < 64 || cfg->max_message > 65507)
+        return NULL;
+    /* Retransmission timeouts double in 32 bits and EXCHANGE_LIFETIME is a
+     * uint32_t: parameters that overflow them are a configuration error. */
+    if (cfg->tx.ack_random_factor_pm > 1000000 ||
+        max_transmit_span64(&cfg->tx) + 2ull * cfg->tx.max_latency_ms + cfg->tx.ack_timeout_ms > INT32_MAX)
         return NULL;
     struct m2m_coap_ep *ep = calloc(1, sizeof *ep);
     if (!ep)
@@ -572,8 +635,8 @@ struct m2m_coap_ep *m2m_coap_ep_new(const struct m2m_coap_config *cfg)
     ep->exchange_lifetime = m2m_coap_exchange_lifetime_ms(&cfg->tx);
     ep->non_lifetime = m2m_coap_non_lifetime_ms(&cfg->tx);
     m2m_heap_init(&ep->timers);
-    struct m2m_hmap *maps[] = {&ep->peers,  &ep->xmits,     &ep->dedups,    &ep->creqs_by_id,
-                               &ep->tokens, &ep->observers, &ep->obs_mids, &ep->obs_paths, &ep->block1s};
+    struct m2m_hmap *maps[] = {&ep->peers,     &ep->xmits,    &ep->dedups,    &ep->creqs_by_id, &ep->tokens,
+                               &ep->observers, &ep->obs_mids, &ep->obs_paths, &ep->block1s};
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
         if (m2m_hmap_init(maps[i], 64)) {
             m2m_coap_ep_free(ep);
@@ -626,34 +689,43 @@ void m2m_coap_ep_free(struct m2m_coap_ep *ep)
         dedup_pop(ep, &ep->dd_non);
     bury(ep);
     free(ep->grave);
-    struct m2m_hmap *maps[] = {&ep->peers,  &ep->xmits,     &ep->dedups,    &ep->creqs_by_id,
-                               &ep->tokens, &ep->observers, &ep->obs_mids, &ep->obs_paths, &ep->block1s};
+    struct m2m_hmap *maps[] = {&ep->peers,     &ep->xmits,    &ep->dedups,    &ep->creqs_by_id, &ep->tokens,
+                               &ep->observers, &ep->obs_mids, &ep->obs_paths, &ep->block1s};
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
         m2m_hmap_cleanup(maps[i]);
     m2m_heap_cleanup(&ep->timers);
     free(ep->outq);
-    free(ep->out_arena.p);
+    while (ep->oc_head) {
+        struct out_chunk *c = ep->oc_head;
+        ep->oc_head = c->next;
+        free(c);
+    }
     free(ep->evq);
     free(ep->ev_arena.p);
     free(ep);
 }
 
 /* Called at the start of feed, poll_event and on_timeout: anything the
- * application has already been handed may go now. */
-static void reclaim(struct m2m_coap_ep *ep)
+ * application has already been handed may go now. Output is kept until the
+ * next feed or timeout, so a driver can send a batch of it at once. */
+static void reclaim(struct m2m_coap_ep *ep, bool outputs)
 {
     if (!ep->evq_len) {
         ep->evq_head = 0;
         ep->ev_arena.len = 0;
         bury(ep);
     }
-    if (!ep->outq_len) {
-        ep->outq_head = 0;
-        ep->out_arena.len = 0;
+    if (outputs) {
+        if (!ep->outq_len)
+            ep->outq_head = 0;
+        out_reclaim(ep);
     }
 }
 
-static bool is_request(uint8_t code) { return code >= 1 && code <= 31; }
+static bool is_request(uint8_t code)
+{
+    return code >= 1 && code <= 31;
+}
 
 static void on_empty(struct m2m_coap_ep *ep, const struct m2m_addr *from, const struct m2m_coap_msg *m)
 {
@@ -662,8 +734,7 @@ static void on_empty(struct m2m_coap_ep *ep, const struct m2m_addr *from, const 
         /* A CoAP ping (§4.3): answered with RST. */
         coap_send_empty(ep, from, M2M_COAP_RST, m->mid);
         return;
-    case M2M_COAP_NON:
-        return;
+    case M2M_COAP_NON: return;
     case M2M_COAP_ACK: {
         struct xmit *x = xmit_find(ep, from, m->mid);
         if (x)
@@ -685,11 +756,11 @@ static void on_empty(struct m2m_coap_ep *ep, const struct m2m_addr *from, const 
     }
 }
 
-int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr *from,
-                     const uint8_t *p, size_t n)
+int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr *from, const uint8_t *p,
+                     size_t n)
 {
     ep->now = now;
-    reclaim(ep);
+    reclaim(ep, true);
     /* Entries past EXCHANGE_LIFETIME must not match, whether or not the
      * caller has handled that deadline yet. */
     dedup_expire(ep);
@@ -703,8 +774,7 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
         if (m2m_coap_header_ok(p, n) && m.type == M2M_COAP_CON)
             coap_send_empty(ep, from, M2M_COAP_RST, m.mid);
         COAP_LOG(ep, M2M_LOG_DEBUG, from, "malformed %s message of %zu bytes dropped (%s)",
-                 m2m_coap_header_ok(p, n) ? m2m_coap_type_name(m.type) : "non-CoAP", n,
-                 m2m_errname(rc));
+                 m2m_coap_header_ok(p, n) ? m2m_coap_type_name(m.type) : "non-CoAP", n, m2m_errname(rc));
         return 0;
     }
     peer_heard(ep, from);
@@ -729,6 +799,15 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
     }
     if (m.type == M2M_COAP_RST) {
         ep->stats.malformed++;
+        return 0;
+    }
+    if (m2m_coap_bad_critical(&m)) {
+        /* §5.4.1: a response with an unrecognised critical option is
+         * rejected: a CON or NON with RST; an ACK is silently ignored (§4.2),
+         * so our request goes on being retransmitted. */
+        ep->stats.malformed++;
+        if (m.type != M2M_COAP_ACK)
+            coap_send_empty(ep, from, M2M_COAP_RST, m.mid);
         return 0;
     }
     if (m.type == M2M_COAP_ACK) {
@@ -786,7 +865,7 @@ int m2m_coap_ep_poll_output(struct m2m_coap_ep *ep, struct m2m_coap_out *out)
     struct outq_item *it = &ep->outq[ep->outq_head++];
     ep->outq_len--;
     out->peer = it->peer;
-    out->data = ep->out_arena.p + it->off;
+    out->data = it->p;
     out->len = it->len;
     return 1;
 }
@@ -794,7 +873,7 @@ int m2m_coap_ep_poll_output(struct m2m_coap_ep *ep, struct m2m_coap_out *out)
 int m2m_coap_ep_poll_event(struct m2m_coap_ep *ep, struct m2m_coap_event *ev)
 {
     if (!ep->evq_len) {
-        reclaim(ep);
+        reclaim(ep, false);
         return 0;
     }
     struct evq_item *it = &ep->evq[ep->evq_head++];
@@ -831,34 +910,31 @@ m2m_time m2m_coap_ep_next_timeout(const struct m2m_coap_ep *ep)
 void m2m_coap_ep_on_timeout(struct m2m_coap_ep *ep, m2m_time now)
 {
     ep->now = now;
-    reclaim(ep);
+    reclaim(ep, true);
     dedup_expire(ep);
     struct m2m_timer *t;
     while ((t = m2m_heap_top(&ep->timers)) && t->at <= now) {
         m2m_heap_cancel(&ep->timers, t);
         switch (t->kind) {
-        case T_XMIT:
-            xmit_timeout(ep, M2M_CONTAINER_OF(t, struct xmit, t));
-            break;
-        case T_EXCH:
-            coap_exch_timeout(ep, M2M_CONTAINER_OF(t, struct exch, t));
-            break;
-        case T_CREQ:
-            coap_client_timeout(ep, M2M_CONTAINER_OF(t, struct creq, t));
-            break;
-        case T_OBS:
-            coap_observer_timeout(ep, M2M_CONTAINER_OF(t, struct observer, t));
-            break;
-        case T_PEER:
-            peer_drain_non(ep, M2M_CONTAINER_OF(t, struct peer, t));
-            break;
-        case T_B1:
-            coap_block1_timeout(ep, M2M_CONTAINER_OF(t, struct block1, t));
-            break;
+        case T_XMIT: xmit_timeout(ep, M2M_CONTAINER_OF(t, struct xmit, t)); break;
+        case T_EXCH: coap_exch_timeout(ep, M2M_CONTAINER_OF(t, struct exch, t)); break;
+        case T_CREQ: coap_client_timeout(ep, M2M_CONTAINER_OF(t, struct creq, t)); break;
+        case T_OBS: coap_observer_timeout(ep, M2M_CONTAINER_OF(t, struct observer, t)); break;
+        case T_PEER: peer_drain_non(ep, M2M_CONTAINER_OF(t, struct peer, t)); break;
+        case T_B1: coap_block1_timeout(ep, M2M_CONTAINER_OF(t, struct block1, t)); break;
         }
     }
 }
 
-const struct m2m_coap_stats *m2m_coap_ep_stats(const struct m2m_coap_ep *ep) { return &ep->stats; }
-size_t m2m_coap_ep_observer_count(const struct m2m_coap_ep *ep) { return ep->n_obs; }
-size_t m2m_coap_ep_peer_count(const struct m2m_coap_ep *ep) { return ep->peers.count; }
+const struct m2m_coap_stats *m2m_coap_ep_stats(const struct m2m_coap_ep *ep)
+{
+    return &ep->stats;
+}
+size_t m2m_coap_ep_observer_count(const struct m2m_coap_ep *ep)
+{
+    return ep->n_obs;
+}
+size_t m2m_coap_ep_peer_count(const struct m2m_coap_ep *ep)
+{
+    return ep->peers.count;
+}

@@ -21,9 +21,9 @@ enum timer_kind { T_XMIT, T_EXCH, T_CREQ, T_OBS, T_PEER, T_B1 };
 struct peer {
     struct m2m_hnode hn;
     struct m2m_addr addr;
-    uint32_t refs;     /* xmits, requests and observers that point here */
-    uint32_t inflight; /* outstanding interactions (§4.7) */
-    struct xmit *wait_head, *wait_tail; /* CONs waiting for a slot */
+    uint32_t refs;                           /* xmits, requests and observers that point here */
+    uint32_t inflight;                       /* outstanding interactions (§4.7) */
+    struct xmit *wait_head, *wait_tail;      /* CONs waiting for a slot */
     struct pending_non *non_head, *non_tail; /* NONs held back by PROBING_RATE */
     struct m2m_timer t;
     m2m_time last_rx;
@@ -63,7 +63,7 @@ struct dedup {
     struct m2m_addr peer;
     uint16_t mid;
     bool answered; /* `resp` holds the reply to resend */
-    uint32_t exch;  /* while not answered: the exchange id, 0 if none */
+    uint32_t exch; /* while not answered: the exchange id, 0 if none */
     uint8_t *resp;
     uint16_t resp_len;
 };
@@ -159,7 +159,7 @@ struct creq {
     size_t tmpl_len;
     uint8_t *body;
     size_t body_len;
-    size_t b1_off;     /* next Block1 offset */
+    size_t b1_off; /* next Block1 offset */
     uint8_t b1_szx;
     bool b1_active;
     uint8_t *b2buf; /* Block2 reassembly */
@@ -167,17 +167,17 @@ struct creq {
     uint8_t b2szx;
     bool b2_active, b2_notify;
     uint32_t b2_seq;
-    uint8_t b2_want;     /* SZX + 1 the application asked for, 0 if none */
-    bool observe;       /* asked for an observation */
-    bool established;   /* and got one */
+    uint8_t b2_want;  /* SZX + 1 the application asked for, 0 if none */
+    bool observe;     /* asked for an observation */
+    bool established; /* and got one */
     bool deregistering;
     bool reregistering; /* Max-Age ran out; our new registration is out */
     bool sent_main;     /* the last message sent carried the main token */
     uint32_t last_seq;
     m2m_time last_time;
-    struct xmit *x;      /* our CON in flight */
-    bool awaiting;       /* a response is expected */
-    uint16_t non_mid;    /* MID of our last NON, for a RST */
+    struct xmit *x;   /* our CON in flight */
+    bool awaiting;    /* a response is expected */
+    uint16_t non_mid; /* MID of our last NON, for a RST */
     bool sent_non;
     uint8_t b1_retries;
 };
@@ -189,15 +189,25 @@ struct evq_item {
     uint32_t id;
     int err;
     struct m2m_addr peer;
-    size_t off, len; /* datagram copy in ev_arena */
+    size_t off, len;     /* datagram copy in ev_arena */
     const uint8_t *body; /* replaces the payload when set */
     size_t body_len;
     const char *path;
 };
 
+/* Output bytes live in chunks that never move, so what poll_output handed
+ * out stays put while more is queued, until the next feed or on_timeout. */
+struct out_chunk {
+    struct out_chunk *next;
+    size_t len, cap;
+    uint8_t data[];
+};
+
 struct outq_item {
     struct m2m_addr peer;
-    size_t off, len;
+    const uint8_t *p;
+    size_t len;
+    struct out_chunk *chunk;
 };
 
 struct arena {
@@ -220,7 +230,7 @@ struct m2m_coap_ep {
     /* queues: the arenas are reset once drained, at the next call */
     struct outq_item *outq;
     size_t outq_head, outq_len, outq_cap;
-    struct arena out_arena;
+    struct out_chunk *oc_head, *oc_tail;
     struct evq_item *evq;
     size_t evq_head, evq_len, evq_cap;
     struct arena ev_arena;
@@ -237,15 +247,14 @@ struct m2m_coap_ep {
 /* coap_core.c */
 uint64_t coap_addr_hash(const struct m2m_coap_ep *ep, const struct m2m_addr *a);
 bool coap_addr_eq(const struct m2m_addr *a, const struct m2m_addr *b);
-uint64_t coap_addr_tok_hash(const struct m2m_coap_ep *ep, const struct m2m_addr *a,
-                            const uint8_t *tok, size_t tkl);
+uint64_t coap_addr_tok_hash(const struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
+                            size_t tkl);
 uint16_t coap_next_mid(struct m2m_coap_ep *ep);
 void coap_random_token(struct m2m_coap_ep *ep, uint8_t *tok, size_t n);
 int coap_emit(struct m2m_coap_ep *ep, const struct m2m_addr *to, const uint8_t *p, size_t n);
 int coap_emit_msg(struct m2m_coap_ep *ep, const struct m2m_addr *to, const struct m2m_coap_msg *m,
                   uint8_t **copy, uint16_t *copy_len);
-int coap_push_event(struct m2m_coap_ep *ep, struct evq_item *it, const uint8_t *dgram,
-                    size_t len);
+int coap_push_event(struct m2m_coap_ep *ep, struct evq_item *it, const uint8_t *dgram, size_t len);
 void coap_grave(struct m2m_coap_ep *ep, void *p);
 struct peer *coap_peer_get(struct m2m_coap_ep *ep, const struct m2m_addr *a, bool create);
 void coap_peer_ref(struct peer *p);
@@ -253,12 +262,11 @@ void coap_peer_unref(struct m2m_coap_ep *ep, struct peer *p);
 void coap_peer_release_slot(struct m2m_coap_ep *ep, struct peer *p);
 bool coap_peer_take_slot(struct m2m_coap_ep *ep, struct peer *p);
 /* Queues a CON (takes ownership of buf); sends it at once if a slot is free. */
-struct xmit *coap_xmit_start(struct m2m_coap_ep *ep, struct peer *p, uint8_t *buf, size_t len,
-                             uint16_t mid, enum xmit_kind kind, void *owner);
+struct xmit *coap_xmit_start(struct m2m_coap_ep *ep, struct peer *p, uint8_t *buf, size_t len, uint16_t mid,
+                             enum xmit_kind kind, void *owner);
 void coap_xmit_cancel(struct m2m_coap_ep *ep, struct xmit *x);
 /* Replaces what a still-retransmitting CON carries (newest observe state). */
-void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, size_t len,
-                       uint16_t mid);
+void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, size_t len, uint16_t mid);
 /* PROBING_RATE (§4.7): the earliest time a NON of `len` bytes may go to a
  * peer that has not answered, and the accounting once it went. */
 m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len);
@@ -267,8 +275,7 @@ void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len);
 int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, size_t len);
 int coap_send_empty(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_t type, uint16_t mid);
 struct dedup *coap_dedup_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint16_t mid);
-struct dedup *coap_dedup_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint16_t mid,
-                             bool con);
+struct dedup *coap_dedup_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint16_t mid, bool con);
 void coap_dedup_answer(struct dedup *d, uint8_t *resp, uint16_t len);
 int coap_timer_set(struct m2m_coap_ep *ep, struct m2m_timer *t, m2m_time at);
 char *coap_strdup(const char *s);
@@ -276,21 +283,21 @@ char *coap_strdup(const char *s);
 /* coap_server.c */
 int coap_server_init(struct m2m_coap_ep *ep);
 void coap_server_cleanup(struct m2m_coap_ep *ep);
-void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from,
-                         const struct m2m_coap_msg *m, const uint8_t *dgram, size_t n);
+void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from, const struct m2m_coap_msg *m,
+                         const uint8_t *dgram, size_t n);
 void coap_server_duplicate(struct m2m_coap_ep *ep, struct dedup *d, const struct m2m_addr *from,
                            uint8_t type);
 void coap_exch_timeout(struct m2m_coap_ep *ep, struct exch *x);
 void coap_block1_timeout(struct m2m_coap_ep *ep, struct block1 *b);
-int coap_block2_slice(const struct m2m_coap_msg *full, struct m2m_coap_msg *out, uint32_t num,
-                      uint8_t szx, bool with_size2);
+int coap_block2_slice(const struct m2m_coap_msg *full, struct m2m_coap_msg *out, uint32_t num, uint8_t szx,
+                      bool with_size2);
 
 /* coap_notify.c */
 void coap_notify_cleanup(struct m2m_coap_ep *ep);
-struct observer *coap_observer_find(struct m2m_coap_ep *ep, const struct m2m_addr *a,
-                                    const uint8_t *tok, size_t tkl);
-int coap_observer_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
-                      size_t tkl, const char *path, uint8_t szx, uint32_t *seq);
+struct observer *coap_observer_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
+                                    size_t tkl);
+int coap_observer_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok, size_t tkl,
+                      const char *path, uint8_t szx, uint32_t *seq);
 void coap_observer_remove(struct m2m_coap_ep *ep, struct observer *o, bool tell);
 void coap_observer_xmit_done(struct m2m_coap_ep *ep, struct observer *o, bool ok);
 bool coap_observer_xmit_retry(struct m2m_coap_ep *ep, struct observer *o);
@@ -300,8 +307,8 @@ void coap_observer_rst(struct m2m_coap_ep *ep, const struct m2m_addr *from, uint
 /* coap_client.c */
 void coap_client_cleanup(struct m2m_coap_ep *ep);
 /* A response (ACK, CON or NON) that is not a duplicate. */
-void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from,
-                          const struct m2m_coap_msg *m, const uint8_t *dgram, size_t n);
+void coap_client_response(struct m2m_coap_ep *ep, const struct m2m_addr *from, const struct m2m_coap_msg *m,
+                          const uint8_t *dgram, size_t n);
 void coap_client_xmit_done(struct m2m_coap_ep *ep, struct creq *c, int err);
 void coap_client_timeout(struct m2m_coap_ep *ep, struct creq *c);
 void coap_client_rst(struct m2m_coap_ep *ep, const struct m2m_addr *from, uint16_t mid);

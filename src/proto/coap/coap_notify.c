@@ -13,8 +13,8 @@ static uint64_t mid_hash(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint1
     return m2m_hash_mix(coap_addr_hash(ep, a), 0x10000u | mid);
 }
 
-struct observer *coap_observer_find(struct m2m_coap_ep *ep, const struct m2m_addr *a,
-                                    const uint8_t *tok, size_t tkl)
+struct observer *coap_observer_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
+                                    size_t tkl)
 {
     uint64_t h = coap_addr_tok_hash(ep, a, tok, tkl);
     for (struct m2m_hnode *n = m2m_hmap_first(&ep->observers, h); n; n = m2m_hmap_next(n)) {
@@ -52,8 +52,8 @@ static void blob_unref(struct blob *b)
         free(b);
 }
 
-int coap_observer_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok,
-                      size_t tkl, const char *path, uint8_t szx, uint32_t *seq)
+int coap_observer_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, const uint8_t *tok, size_t tkl,
+                      const char *path, uint8_t szx, uint32_t *seq)
 {
     struct observer *o = coap_observer_find(ep, a, tok, tkl);
     if (o && !strcmp(o->op->path, path)) {
@@ -163,8 +163,8 @@ static struct blob *blob_build(const struct m2m_coap_msg *state, uint8_t szx)
 
 /* Encodes `b` for observer `o` with sequence number `seq` (none for a final
  * state). Nothing in `o` changes: the caller commits once it sends. */
-static uint8_t *render(const struct observer *o, const struct blob *b, uint8_t type, uint16_t mid,
-                       bool final, uint32_t seq, size_t *len)
+static uint8_t *render(const struct observer *o, const struct blob *b, uint8_t type, uint16_t mid, bool final,
+                       uint32_t seq, size_t *len)
 {
     struct m2m_coap_msg m;
     if (m2m_coap_decode(&m, b->data, b->len))
@@ -184,16 +184,21 @@ static uint8_t *render(const struct observer *o, const struct blob *b, uint8_t t
     return buf;
 }
 
-static bool blob_final(const struct blob *b) { return b->len >= 2 && M2M_COAP_CODE_CLASS(b->data[1]) != 2; }
+static bool blob_final(const struct blob *b)
+{
+    return b->len >= 2 && M2M_COAP_CODE_CLASS(b->data[1]) != 2;
+}
 
-static uint32_t next_seq(const struct observer *o) { return (o->seq + 1) & 0xffffff; }
+static uint32_t next_seq(const struct observer *o)
+{
+    return (o->seq + 1) & 0xffffff;
+}
 
 static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
 {
     struct blob *b = o->pending;
     bool final = blob_final(b);
-    bool con = o->pending_con || final ||
-               ep->now - o->last_con >= (m2m_time)ep->cfg.notify_con_every_ms;
+    bool con = o->pending_con || final || ep->now - o->last_con >= (m2m_time)ep->cfg.notify_con_every_ms;
     uint32_t seq = next_seq(o);
     size_t len = 0;
     uint8_t *buf = render(o, b, con ? M2M_COAP_CON : M2M_COAP_NON, 0, final, seq, &len);
@@ -225,7 +230,11 @@ static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
         o->last_con = ep->now;
         o->inflight = coap_xmit_start(ep, o->peer, buf, len, mid, XK_NOTIFY, o);
     } else {
-        coap_send_non(ep, o->peer, buf, len);
+        /* Observers never answer NON notifications, so PROBING_RATE would
+         * throttle them to a trickle; their rate is the application's, capped
+         * by notify_min_interval_ms (RFC 7641 §4.5.1 advises one per RTT, or
+         * one per 3 s without an RTT estimate). */
+        coap_emit(ep, &o->peer->addr, buf, len);
         free(buf);
         if (o->sent_non)
             m2m_hmap_remove(&ep->obs_mids, &o->hn_mid);
@@ -317,8 +326,8 @@ void coap_observer_xmit_done(struct m2m_coap_ep *ep, struct observer *o, bool ok
     if (!ok) {
         /* §4.5: a CON notification that is rejected or never acknowledged
          * ends the relationship. */
-        COAP_LOG(ep, M2M_LOG_DEBUG, &o->peer->addr, "observer of %s removed: notification %s",
-                 o->op->path, "not acknowledged");
+        COAP_LOG(ep, M2M_LOG_DEBUG, &o->peer->addr, "observer of %s removed: notification %s", o->op->path,
+                 "not acknowledged");
         coap_observer_remove(ep, o, true);
         return;
     }
@@ -332,7 +341,10 @@ bool coap_observer_xmit_retry(struct m2m_coap_ep *ep, struct observer *o)
     return swap_into_inflight(ep, o);
 }
 
-void coap_observer_timeout(struct m2m_coap_ep *ep, struct observer *o) { try_send(ep, o); }
+void coap_observer_timeout(struct m2m_coap_ep *ep, struct observer *o)
+{
+    try_send(ep, o);
+}
 
 void coap_observer_rst(struct m2m_coap_ep *ep, const struct m2m_addr *from, uint16_t mid)
 {

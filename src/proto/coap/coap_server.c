@@ -21,7 +21,10 @@ int coap_server_init(struct m2m_coap_ep *ep)
     return 0;
 }
 
-static struct exch *exch_at(struct m2m_coap_ep *ep, uint32_t idx) { return &ep->exch[idx]; }
+static struct exch *exch_at(struct m2m_coap_ep *ep, uint32_t idx)
+{
+    return &ep->exch[idx];
+}
 
 static void block1_free(struct m2m_coap_ep *ep, struct block1 *b)
 {
@@ -55,8 +58,8 @@ void coap_server_cleanup(struct m2m_coap_ep *ep)
 static struct exch *exch_alloc(struct m2m_coap_ep *ep)
 {
     if (!ep->exch) {
-        uint32_t cap = (uint32_t)(ep->cfg.max_requests < EXCH_INDEX_MASK ? ep->cfg.max_requests
-                                                                         : EXCH_INDEX_MASK);
+        uint32_t cap =
+            (uint32_t)(ep->cfg.max_requests < EXCH_INDEX_MASK ? ep->cfg.max_requests : EXCH_INDEX_MASK);
         ep->exch = calloc(cap ? cap : 1, sizeof *ep->exch);
         if (!ep->exch)
             return NULL;
@@ -107,8 +110,8 @@ static void exch_release(struct m2m_coap_ep *ep, struct exch *x)
 /* Sends `o` (token already set) as the answer to (type, mid) from `to`:
  * piggybacked in an ACK for a CON, as a NON for a NON. Caches it for
  * duplicates. */
-static void answer_now(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_t req_type,
-                       uint16_t mid, struct m2m_coap_msg *o)
+static void answer_now(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_t req_type, uint16_t mid,
+                       struct m2m_coap_msg *o)
 {
     struct dedup *d = coap_dedup_find(ep, to, mid);
     if (req_type == M2M_COAP_CON) {
@@ -127,9 +130,8 @@ static void answer_now(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_
 }
 
 /* An answer the endpoint gives by itself (4.02, 4.08, 2.31 ...). */
-static void answer_code(struct m2m_coap_ep *ep, const struct m2m_addr *to,
-                        const struct m2m_coap_msg *req, uint8_t code,
-                        const struct m2m_coap_block *block1, uint32_t size1, const char *diag)
+static void answer_code(struct m2m_coap_ep *ep, const struct m2m_addr *to, const struct m2m_coap_msg *req,
+                        uint8_t code, const struct m2m_coap_block *block1, uint32_t size1, const char *diag)
 {
     struct m2m_coap_msg o;
     m2m_coap_msg_init(&o, 0, code);
@@ -147,8 +149,7 @@ static void answer_code(struct m2m_coap_ep *ep, const struct m2m_addr *to,
     answer_now(ep, to, req->type, req->mid, &o);
 }
 
-void coap_server_duplicate(struct m2m_coap_ep *ep, struct dedup *d, const struct m2m_addr *from,
-                           uint8_t type)
+void coap_server_duplicate(struct m2m_coap_ep *ep, struct dedup *d, const struct m2m_addr *from, uint8_t type)
 {
     if (type != M2M_COAP_CON)
         return; /* §4.5: duplicate NONs are silently ignored */
@@ -200,8 +201,7 @@ static uint64_t b1_hash(struct m2m_coap_ep *ep, const struct m2m_addr *a, const 
 
 static struct block1 *block1_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, const char *path)
 {
-    for (struct m2m_hnode *n = m2m_hmap_first(&ep->block1s, b1_hash(ep, a, path)); n;
-         n = m2m_hmap_next(n)) {
+    for (struct m2m_hnode *n = m2m_hmap_first(&ep->block1s, b1_hash(ep, a, path)); n; n = m2m_hmap_next(n)) {
         struct block1 *b = M2M_CONTAINER_OF(n, struct block1, hn);
         if (coap_addr_eq(&b->peer, a) && !strcmp(b->path, path))
             return b;
@@ -313,8 +313,8 @@ static enum b1_result block1_step(struct m2m_coap_ep *ep, const struct m2m_addr 
     return B1_COMPLETE;
 }
 
-void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from,
-                         const struct m2m_coap_msg *m, const uint8_t *dgram, size_t n)
+void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from, const struct m2m_coap_msg *m,
+                         const uint8_t *dgram, size_t n)
 {
     struct dedup *d = coap_dedup_add(ep, from, m->mid, m->type == M2M_COAP_CON);
     const struct m2m_coap_opt *bad = m2m_coap_bad_critical(m);
@@ -393,8 +393,8 @@ void coap_server_request(struct m2m_coap_ep *ep, const struct m2m_addr *from,
     }
 }
 
-int coap_block2_slice(const struct m2m_coap_msg *full, struct m2m_coap_msg *out, uint32_t num,
-                      uint8_t szx, bool with_size2)
+int coap_block2_slice(const struct m2m_coap_msg *full, struct m2m_coap_msg *out, uint32_t num, uint8_t szx,
+                      bool with_size2)
 {
     size_t size = m2m_coap_block_size(szx);
     uint64_t off = (uint64_t)num * size;
