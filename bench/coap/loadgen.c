@@ -245,12 +245,16 @@ static void bench_usage(FILE *f)
 
 static int bench_coap(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"clients", required_argument, 0, 'n'},  {"duration", required_argument, 0, 'd'},
-        {"window", required_argument, 0, 'W'},   {"mix", required_argument, 0, 'm'},
-        {"payload-size", required_argument, 0, 's'}, {"non", no_argument, 0, 'N'},
-        {"warm-peers", required_argument, 0, 'P'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"clients", required_argument, 0, 'n'},
+                                             {"duration", required_argument, 0, 'd'},
+                                             {"window", required_argument, 0, 'W'},
+                                             {"mix", required_argument, 0, 'm'},
+                                             {"payload-size", required_argument, 0, 's'},
+                                             {"non", no_argument, 0, 'N'},
+                                             {"warm-peers", required_argument, 0, 'P'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     static struct bench b;
     memset(&b, 0, sizeof b);
     int clients = 10, warm = 0, ch;
@@ -261,38 +265,20 @@ static int bench_coap(int argc, char **argv)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:d:W:m:s:NP:jh", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'n':
-            clients = atoi(optarg);
-            break;
-        case 'd':
-            duration = strtod(optarg, NULL);
-            break;
-        case 'W':
-            b.window = atoi(optarg);
-            break;
+        case 'n': clients = atoi(optarg); break;
+        case 'd': duration = strtod(optarg, NULL); break;
+        case 'W': b.window = atoi(optarg); break;
         case 'm': {
             const char *put = strstr(optarg, "put:");
             b.put_pct = put ? atoi(put + 4) : 0;
             break;
         }
-        case 's':
-            b.payload_size = (size_t)atol(optarg);
-            break;
-        case 'N':
-            b.non = true;
-            break;
-        case 'P':
-            warm = atoi(optarg);
-            break;
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            bench_usage(stdout);
-            return CLI_OK;
-        default:
-            bench_usage(stderr);
-            return CLI_USAGE;
+        case 's': b.payload_size = (size_t)atol(optarg); break;
+        case 'N': b.non = true; break;
+        case 'P': warm = atoi(optarg); break;
+        case 'j': json = true; break;
+        case 'h': bench_usage(stdout); return CLI_OK;
+        default: bench_usage(stderr); return CLI_USAGE;
         }
     }
     if (optind != argc - 1 || clients < 1 || b.window < 1 || b.window > MAX_WINDOW || duration <= 0 ||
@@ -359,7 +345,8 @@ static int bench_coap(int argc, char **argv)
                clients, b.window, warm, secs, (unsigned long long)b.done, (unsigned long long)b.errors, rps,
                percentile(&b, 0.50), percentile(&b, 0.99));
     else
-        printf("clients %d  window %d  %.1f s  requests %llu  errors %llu  %.0f req/s  p50 %.0f us  p99 %.0f us\n",
+        printf("clients %d  window %d  %.1f s  requests %llu  errors %llu  %.0f req/s  p50 %.0f us  p99 %.0f "
+               "us\n",
                clients, b.window, secs, (unsigned long long)b.done, (unsigned long long)b.errors, rps,
                percentile(&b, 0.50), percentile(&b, 0.99));
     return b.done ? CLI_OK : CLI_FAILED;

@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
     s[n] = 0;
     if (m2m_coap_uri_parse(s, &u) == M2M_OK) {
         m2m_coap_msg_init(&m, M2M_COAP_CON, M2M_COAP_GET);
-        if (m2m_coap_uri_to_opts(&u, &m) == M2M_OK &&
-            m2m_coap_encode(&m, out, sizeof out, &len) == M2M_OK && m2m_coap_decode(&m, out, len))
+        if (m2m_coap_uri_to_opts(&u, &m) == M2M_OK && m2m_coap_encode(&m, out, sizeof out, &len) == M2M_OK &&
+            m2m_coap_decode(&m, out, len))
             abort(); /* what we encode must decode */
     }
     free(s);

@@ -152,9 +152,18 @@ uint32_t m2m_coap_get_uint(const struct m2m_coap_msg *m, uint16_t num, uint32_t 
 bool m2m_coap_has_opt(const struct m2m_coap_msg *m, uint16_t num);
 
 /* What RFC 7252 §5.4/§5.10 says of an option number. */
-static inline bool m2m_coap_opt_critical(uint16_t num) { return num & 1; }
-static inline bool m2m_coap_opt_unsafe(uint16_t num) { return num & 2; }
-static inline bool m2m_coap_opt_nocachekey(uint16_t num) { return (num & 0x1e) == 0x1c; }
+static inline bool m2m_coap_opt_critical(uint16_t num)
+{
+    return num & 1;
+}
+static inline bool m2m_coap_opt_unsafe(uint16_t num)
+{
+    return num & 2;
+}
+static inline bool m2m_coap_opt_nocachekey(uint16_t num)
+{
+    return (num & 0x1e) == 0x1c;
+}
 /* True when `o` is a known option whose length is within its defined range. */
 bool m2m_coap_opt_known(const struct m2m_coap_opt *o);
 /* First option that a receiver must treat as unrecognised and critical
@@ -183,7 +192,10 @@ struct m2m_coap_block {
     bool more;
     uint8_t szx; /* size = 16 << szx, 0..6 */
 };
-static inline size_t m2m_coap_block_size(uint8_t szx) { return (size_t)16 << szx; }
+static inline size_t m2m_coap_block_size(uint8_t szx)
+{
+    return (size_t)16 << szx;
+}
 /* Reads Block1 or Block2; M2M_ENOTFOUND when absent, M2M_EMALFORMED for
  * SZX 7 (BERT, TCP only), a value over 3 bytes or a num past 2^20-1. */
 int m2m_coap_get_block(const struct m2m_coap_msg *m, uint16_t num, struct m2m_coap_block *b);
@@ -199,10 +211,10 @@ bool m2m_coap_observe_fresher(uint32_t v1, m2m_time t1, uint32_t v2, m2m_time t2
 /* ---- link format (coap_link.c) ----------------------------------------- */
 
 struct m2m_coap_link {
-    const char *href; /* "/a/b" */
+    const char *href;             /* "/a/b" */
     const char *rt, *ifd, *title; /* NULL when absent */
-    int ct;  /* -1 when absent */
-    long sz; /* -1 when absent */
+    int ct;                       /* -1 when absent */
+    long sz;                      /* -1 when absent */
     bool obs;
 };
 
@@ -220,16 +232,15 @@ struct m2m_coap_link_iter {
     const char *p;
     size_t n, off;
 };
-int m2m_coap_link_next(struct m2m_coap_link_iter *it, struct m2m_slice *target,
-                       struct m2m_slice *params);
+int m2m_coap_link_next(struct m2m_coap_link_iter *it, struct m2m_slice *target, struct m2m_slice *params);
 
 /* ---- URIs (coap_uri.c) -------------------------------------------------- */
 
 #define M2M_COAP_URI_MAX 1024
 struct m2m_coap_uri {
-    bool secure;    /* coaps:// */
-    bool ip_literal;/* host is an IPv4 or bracketed IPv6 address */
-    char host[256]; /* without brackets, percent-decoded */
+    bool secure;     /* coaps:// */
+    bool ip_literal; /* host is an IPv4 or bracketed IPv6 address */
+    char host[256];  /* without brackets, percent-decoded */
     uint16_t port;
     /* Decoded segments, each NUL-terminated, stored in buf */
     uint8_t npath, nquery;
@@ -249,29 +260,29 @@ int m2m_coap_uri_to_opts(const struct m2m_coap_uri *u, struct m2m_coap_msg *m);
 
 /* RFC 7252 §4.8 transmission parameters (all configurable). */
 struct m2m_coap_params {
-    uint32_t ack_timeout_ms;        /* 2000 */
-    uint32_t ack_random_factor_pm;  /* per mille: 1500 */
-    uint32_t max_retransmit;        /* 4 */
-    uint32_t nstart;                /* 1 */
-    uint32_t default_leisure_ms;    /* 5000 */
-    uint32_t probing_rate;          /* bytes/s: 1 */
-    uint32_t max_latency_ms;        /* 100000 */
+    uint32_t ack_timeout_ms;       /* 2000 */
+    uint32_t ack_random_factor_pm; /* per mille: 1500 */
+    uint32_t max_retransmit;       /* 4 */
+    uint32_t nstart;               /* 1 */
+    uint32_t default_leisure_ms;   /* 5000 */
+    uint32_t probing_rate;         /* bytes/s: 1 */
+    uint32_t max_latency_ms;       /* 100000 */
 };
 
 struct m2m_coap_config {
     struct m2m_coap_params tx;
     struct m2m_rng rng;
     const struct m2m_logger *log;
-    size_t max_message;         /* largest datagram built or accepted: 1152 */
-    uint8_t block_szx;          /* preferred block size: 6 (1024) */
-    uint8_t token_len;          /* tokens of requests we send: 4 */
-    size_t max_body;            /* largest block-wise body assembled: 1 MiB+ */
-    size_t max_dedup;           /* remembered (peer, MID) pairs */
-    size_t max_peers;           /* peers with state (CON in flight, queues) */
-    size_t max_requests;        /* our outstanding requests */
-    size_t max_observers;       /* server-side observe relationships */
-    size_t max_block1;          /* concurrent Block1 uploads being assembled */
-    uint32_t separate_after_ms; /* send an empty ACK if no answer by then */
+    size_t max_message;              /* largest datagram built or accepted: 1152 */
+    uint8_t block_szx;               /* preferred block size: 6 (1024) */
+    uint8_t token_len;               /* tokens of requests we send: 4 */
+    size_t max_body;                 /* largest block-wise body assembled: 1 MiB+ */
+    size_t max_dedup;                /* remembered (peer, MID) pairs */
+    size_t max_peers;                /* peers with state (CON in flight, queues) */
+    size_t max_requests;             /* our outstanding requests */
+    size_t max_observers;            /* server-side observe relationships */
+    size_t max_block1;               /* concurrent Block1 uploads being assembled */
+    uint32_t separate_after_ms;      /* send an empty ACK if no answer by then */
     uint32_t notify_min_interval_ms; /* cap on notification rate per observer */
     uint32_t notify_con_every_ms;    /* a CON notification at least this often */
     uint32_t nonrequest_timeout_ms;  /* how long to wait for a NON's answer */
@@ -284,10 +295,10 @@ uint32_t m2m_coap_exchange_lifetime_ms(const struct m2m_coap_params *p);
 uint32_t m2m_coap_non_lifetime_ms(const struct m2m_coap_params *p);
 
 enum m2m_coap_event_type {
-    M2M_COAP_EV_REQUEST,  /* server: answer with m2m_coap_respond(id) */
-    M2M_COAP_EV_RESPONSE, /* client: the (reassembled) response to request id */
-    M2M_COAP_EV_NOTIFY,   /* client: a fresh notification of observation id */
-    M2M_COAP_EV_FAILED,   /* client: request id failed; err says why */
+    M2M_COAP_EV_REQUEST,      /* server: answer with m2m_coap_respond(id) */
+    M2M_COAP_EV_RESPONSE,     /* client: the (reassembled) response to request id */
+    M2M_COAP_EV_NOTIFY,       /* client: a fresh notification of observation id */
+    M2M_COAP_EV_FAILED,       /* client: request id failed; err says why */
     M2M_COAP_EV_OBSERVER_GONE /* server: an observer of `path` went away */
 };
 
@@ -324,8 +335,8 @@ void m2m_coap_ep_free(struct m2m_coap_ep *ep);
 /* One datagram from `from` at time `now`. Always consumes it: malformed
  * input is answered as RFC 7252 §4.2-4.3 says (RST, silence or 4.02) and
  * counted, never returned as an error. Returns M2M_OK. */
-int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr *from,
-                     const uint8_t *p, size_t n);
+int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr *from, const uint8_t *p,
+                     size_t n);
 /* Next datagram to send: 1 and *out filled, or 0 when none is left. */
 int m2m_coap_ep_poll_output(struct m2m_coap_ep *ep, struct m2m_coap_out *out);
 /* Next event: 1 and *ev filled, or 0. */
@@ -352,8 +363,7 @@ int m2m_coap_respond(struct m2m_coap_ep *ep, uint32_t id, const struct m2m_coap_
  * the endpoint's rules (con=true forces CON), with the newest state replacing
  * any pending one and the rate cap applied. A response code outside 2.xx
  * ends every observation of the path. Returns the number of observers. */
-int m2m_coap_notify(struct m2m_coap_ep *ep, const char *path, const struct m2m_coap_msg *state,
-                    bool con);
+int m2m_coap_notify(struct m2m_coap_ep *ep, const char *path, const struct m2m_coap_msg *state, bool con);
 
 /* Sends a request to `to`. req->type selects CON or NON; the endpoint sets
  * the MID and token (unless req->tkl > 0), splits a large payload into Block1

@@ -4,20 +4,20 @@
 #ifndef M2M_ERR_H
 #define M2M_ERR_H
 
-#define M2M_ERR_MAP(X)                                                        \
-    X(EMALFORMED, "malformed input")                                          \
-    X(ENOBUFS, "buffer too small")                                            \
-    X(ENOMEM, "out of memory")                                                \
-    X(EINVAL, "invalid argument")                                             \
-    X(ELIMIT, "configured limit reached")                                     \
-    X(ENOTFOUND, "not found")                                                 \
-    X(EEXIST, "already exists")                                               \
-    X(EAGAIN, "try again later")                                              \
-    X(ETIMEDOUT, "timed out")                                                 \
-    X(ERESET, "reset by peer")                                                \
-    X(EUNSUPPORTED, "not supported")                                          \
-    X(EIO, "input/output error")                                              \
-    X(ECONFIG, "invalid configuration")                                       \
+#define M2M_ERR_MAP(X)                                                                                       \
+    X(EMALFORMED, "malformed input")                                                                         \
+    X(ENOBUFS, "buffer too small")                                                                           \
+    X(ENOMEM, "out of memory")                                                                               \
+    X(EINVAL, "invalid argument")                                                                            \
+    X(ELIMIT, "configured limit reached")                                                                    \
+    X(ENOTFOUND, "not found")                                                                                \
+    X(EEXIST, "already exists")                                                                              \
+    X(EAGAIN, "try again later")                                                                             \
+    X(ETIMEDOUT, "timed out")                                                                                \
+    X(ERESET, "reset by peer")                                                                               \
+    X(EUNSUPPORTED, "not supported")                                                                         \
+    X(EIO, "input/output error")                                                                             \
+    X(ECONFIG, "invalid configuration")                                                                      \
     X(ESTATE, "operation not valid in this state")
 
 enum m2m_err {
@@ -26,7 +26,7 @@ enum m2m_err {
     M2M__ERR_FIRST = -1000,
     M2M_ERR_MAP(M2M_ERR_ENUM)
 #undef M2M_ERR_ENUM
-    M2M__ERR_END
+        M2M__ERR_END
 };
 
 /* Human-readable message and symbolic name ("EMALFORMED") of an error code;

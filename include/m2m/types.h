@@ -34,8 +34,8 @@ enum m2m_log_level { M2M_LOG_ERROR, M2M_LOG_WARN, M2M_LOG_INFO, M2M_LOG_DEBUG };
 
 /* Where a core's log lines go. `peer` may be NULL; `line` has no newline. */
 struct m2m_logger {
-    void (*write)(void *ctx, enum m2m_log_level lvl, const char *proto,
-                  const struct m2m_addr *peer, const char *line);
+    void (*write)(void *ctx, enum m2m_log_level lvl, const char *proto, const struct m2m_addr *peer,
+                  const char *line);
     void *ctx;
     enum m2m_log_level level;
 };

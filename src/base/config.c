@@ -22,9 +22,8 @@ static const char *trim(char *s, char **end)
     return s;
 }
 
-int m2m_conf_parse(const char *text, size_t n,
-                   int (*cb)(void *ctx, const char *key, const char *val), void *ctx,
-                   int *err_line)
+int m2m_conf_parse(const char *text, size_t n, int (*cb)(void *ctx, const char *key, const char *val),
+                   void *ctx, int *err_line)
 {
     char section[64] = "";
     char line[1024];
@@ -82,8 +81,7 @@ int m2m_conf_parse(const char *text, size_t n,
     return 0;
 }
 
-const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t nkeys,
-                                         const char *key)
+const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t nkeys, const char *key)
 {
     for (size_t i = 0; i < nkeys; i++)
         if (!strcmp(keys[i].name, key))
@@ -91,8 +89,8 @@ const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t
     return NULL;
 }
 
-static int parse_scaled(const char *s, const char *const *units, const double *scale,
-                        size_t nunits, double def_scale, double *out)
+static int parse_scaled(const char *s, const char *const *units, const double *scale, size_t nunits,
+                        double def_scale, double *out)
 {
     /* Plain decimals only: strtod alone would also take "0x10", "1e3",
      * "inf", signs and leading blanks, none of which belongs in a config. */
@@ -162,8 +160,8 @@ static int parse_bool(const char *s, bool *b)
     return M2M_EINVAL;
 }
 
-int m2m_conf_set(const struct m2m_conf_key *keys, size_t nkeys, void *obj, const char *key,
-                 const char *val, char *err, size_t errcap)
+int m2m_conf_set(const struct m2m_conf_key *keys, size_t nkeys, void *obj, const char *key, const char *val,
+                 char *err, size_t errcap)
 {
     const struct m2m_conf_key *k = m2m_conf_find(keys, nkeys, key);
     if (!k) {

@@ -32,18 +32,16 @@ struct m2m_conf_key {
 /* Calls `cb` for every key/value pair in `text`. On a syntax error returns
  * M2M_EMALFORMED and sets *err_line; a non-zero return of `cb` stops the walk
  * and is returned, with *err_line set to that line. */
-int m2m_conf_parse(const char *text, size_t n,
-                   int (*cb)(void *ctx, const char *key, const char *val), void *ctx,
-                   int *err_line);
+int m2m_conf_parse(const char *text, size_t n, int (*cb)(void *ctx, const char *key, const char *val),
+                   void *ctx, int *err_line);
 
 /* Sets every key of the schema to its default. */
 int m2m_conf_defaults(const struct m2m_conf_key *keys, size_t nkeys, void *obj);
 /* Parses `val` for `key` and stores it. M2M_ENOTFOUND for an unknown key,
  * M2M_EINVAL for a bad value or one out of bounds; `err` gets a message. */
-int m2m_conf_set(const struct m2m_conf_key *keys, size_t nkeys, void *obj, const char *key,
-                 const char *val, char *err, size_t errcap);
-const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t nkeys,
-                                         const char *key);
+int m2m_conf_set(const struct m2m_conf_key *keys, size_t nkeys, void *obj, const char *key, const char *val,
+                 char *err, size_t errcap);
+const struct m2m_conf_key *m2m_conf_find(const struct m2m_conf_key *keys, size_t nkeys, const char *key);
 int m2m_conf_parse_duration(const char *s, int64_t *ms);
 int m2m_conf_parse_size(const char *s, int64_t *bytes);
 

@@ -31,7 +31,10 @@ static inline void m2m_rcur_init(struct m2m_rcur *c, const uint8_t *p, size_t n)
     c->off = 0;
 }
 
-static inline size_t m2m_rcur_left(const struct m2m_rcur *c) { return c->n - c->off; }
+static inline size_t m2m_rcur_left(const struct m2m_rcur *c)
+{
+    return c->n - c->off;
+}
 
 static inline int m2m_rcur_u8(struct m2m_rcur *c, uint8_t *v)
 {

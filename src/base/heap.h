@@ -21,10 +21,16 @@ struct m2m_heap {
 void m2m_heap_init(struct m2m_heap *h);
 void m2m_heap_cleanup(struct m2m_heap *h);
 void m2m_timer_init(struct m2m_timer *t, int kind);
-static inline int m2m_timer_armed(const struct m2m_timer *t) { return t->idx != (size_t)-1; }
+static inline int m2m_timer_armed(const struct m2m_timer *t)
+{
+    return t->idx != (size_t)-1;
+}
 /* Arms or re-arms `t` at `at`. M2M_ENOMEM if the heap cannot grow. */
 int m2m_heap_set(struct m2m_heap *h, struct m2m_timer *t, m2m_time at);
 void m2m_heap_cancel(struct m2m_heap *h, struct m2m_timer *t);
-static inline struct m2m_timer *m2m_heap_top(const struct m2m_heap *h) { return h->n ? h->v[0] : NULL; }
+static inline struct m2m_timer *m2m_heap_top(const struct m2m_heap *h)
+{
+    return h->n ? h->v[0] : NULL;
+}
 
 #endif

@@ -17,7 +17,7 @@ struct m2m_hnode {
 
 struct m2m_hmap {
     struct m2m_hnode **b;
-    size_t mask;  /* buckets - 1 */
+    size_t mask; /* buckets - 1 */
     size_t count;
 };
 

@@ -1,6 +1,9 @@
 #include "base/utf8.h"
 
-static bool is_control(uint32_t cp) { return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f); }
+static bool is_control(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f);
+}
 
 bool m2m_utf8_valid(const uint8_t *p, size_t n, unsigned flags)
 {

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 enum m2m_utf8_flags {
-    M2M_UTF8_NO_NUL = 1, /* U+0000 is refused too (MQTT) */
+    M2M_UTF8_NO_NUL = 1,    /* U+0000 is refused too (MQTT) */
     M2M_UTF8_NO_CONTROL = 2 /* C0/C1 controls and U+007F are refused */
 };
 

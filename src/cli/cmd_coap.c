@@ -31,33 +31,35 @@ struct client {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: m2mkit coap get|put|post|delete|observe|discover URI [options]\n"
-            "\n"
-            "URI: coap://host[:port]/path?query (IPv6 literals in brackets, percent-encoding)\n"
-            "\n"
-            "  -t, --type FORMAT       Content-Format of the payload (text, json, cbor, link,\n"
-            "                          senml+json, octets ... or a number)\n"
-            "  -A, --accept FORMAT     Accept option\n"
-            "  -p, --payload DATA      payload, or @FILE to read it from a file (@- for stdin)\n"
-            "  -b, --block-size N      block size for Block1/Block2 (16..1024)\n"
-            "  -N, --non               send a Non-confirmable request\n"
-            "  -O, --option NUM=VALUE  extra option; VALUE is text, 0xHEX or #INTEGER\n"
-            "  -o, --output FILE       write the raw payload to FILE\n"
-            "  -r, --raw               print the payload as received, without pretty-printing\n"
-            "  -c, --count N           observe: stop after N notifications\n"
-            "  -w, --wait SECONDS      give up after this long (default 100; observe: forever)\n"
-            "  -q, --quiet             print nothing but the payload\n"
-            "  -v, --verbose           print the response code and options, debug logging\n"
-            "  -h, --help              this help\n"
-            "\n"
-            "Exit status: 0 for 2.xx, 1 for 4.xx/5.xx, 2 for a usage error, 3 when the\n"
-            "request failed (timeout, reset, network error).\n");
+    fprintf(f, "usage: m2mkit coap get|put|post|delete|observe|discover URI [options]\n"
+               "\n"
+               "URI: coap://host[:port]/path?query (IPv6 literals in brackets, percent-encoding)\n"
+               "\n"
+               "  -t, --type FORMAT       Content-Format of the payload (text, json, cbor, link,\n"
+               "                          senml+json, octets ... or a number)\n"
+               "  -A, --accept FORMAT     Accept option\n"
+               "  -p, --payload DATA      payload, or @FILE to read it from a file (@- for stdin)\n"
+               "  -b, --block-size N      block size for Block1/Block2 (16..1024)\n"
+               "  -N, --non               send a Non-confirmable request\n"
+               "  -O, --option NUM=VALUE  extra option; VALUE is text, 0xHEX or #INTEGER\n"
+               "  -o, --output FILE       write the raw payload to FILE\n"
+               "  -r, --raw               print the payload as received, without pretty-printing\n"
+               "  -c, --count N           observe: stop after N notifications\n"
+               "  -w, --wait SECONDS      give up after this long (default 100; observe: forever)\n"
+               "  -q, --quiet             print nothing but the payload\n"
+               "  -v, --verbose           print the response code and options, debug logging\n"
+               "  -h, --help              this help\n"
+               "\n"
+               "Exit status: 0 for 2.xx, 1 for 4.xx/5.xx, 2 for a usage error, 3 when the\n"
+               "request failed (timeout, reset, network error).\n");
 }
 
 static void finish(struct client *c, int status);
 
-static void close_noop(uv_handle_t *h) { (void)h; }
+static void close_noop(uv_handle_t *h)
+{
+    (void)h;
+}
 
 static void pump_closed(struct m2m_udp_pump *p)
 {
@@ -130,7 +132,8 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
         case M2M_COAP_EV_RESPONSE: {
             show(c, &ev.msg);
             int status = M2M_COAP_CODE_CLASS(ev.msg.code) == 2 ? CLI_OK : CLI_PROTO_ERROR;
-            bool observing = c->observe && status == CLI_OK && m2m_coap_has_opt(&ev.msg, M2M_COAP_OPT_OBSERVE);
+            bool observing =
+                c->observe && status == CLI_OK && m2m_coap_has_opt(&ev.msg, M2M_COAP_OPT_OBSERVE);
             if (c->observe && !observing && status == CLI_OK && !c->quiet)
                 fprintf(stderr, "m2mkit coap: the server did not accept the observation\n");
             if (observing && (c->max_count < 0 || ++c->count < c->max_count))
@@ -159,8 +162,7 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
                                                 : m2m_strerror(ev.err));
             finish(c, CLI_FAILED);
             break;
-        default:
-            break;
+        default: break;
         }
     }
 }
@@ -275,9 +277,7 @@ int cmd_coap(int argc, char **argv)
             *(ch == 't' ? &fmt : &accept) = f;
             break;
         }
-        case 'p':
-            payload_arg = optarg;
-            break;
+        case 'p': payload_arg = optarg; break;
         case 'b':
             block = strtol(optarg, NULL, 10);
             if (block < 16 || block > 1024 || (block & (block - 1))) {
@@ -285,40 +285,23 @@ int cmd_coap(int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'N':
-            non = true;
-            break;
+        case 'N': non = true; break;
         case 'O':
-            if (nx == MAX_EXTRA_OPTS || parse_extra(optarg, &xnum[nx], xval[nx], sizeof xval[nx], &xlen[nx])) {
+            if (nx == MAX_EXTRA_OPTS ||
+                parse_extra(optarg, &xnum[nx], xval[nx], sizeof xval[nx], &xlen[nx])) {
                 fprintf(stderr, "m2mkit coap: bad option '%s' (NUM=text, NUM=0xHEX or NUM=#INT)\n", optarg);
                 return CLI_USAGE;
             }
             nx++;
             break;
-        case 'o':
-            output = optarg;
-            break;
-        case 'r':
-            raw = true;
-            break;
-        case 'c':
-            count = strtol(optarg, NULL, 10);
-            break;
-        case 'w':
-            wait_s = strtod(optarg, NULL);
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'v':
-            verbose = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return CLI_OK;
-        default:
-            usage(stderr);
-            return CLI_USAGE;
+        case 'o': output = optarg; break;
+        case 'r': raw = true; break;
+        case 'c': count = strtol(optarg, NULL, 10); break;
+        case 'w': wait_s = strtod(optarg, NULL); break;
+        case 'q': quiet = true; break;
+        case 'v': verbose = true; break;
+        case 'h': usage(stdout); return CLI_OK;
+        default: usage(stderr); return CLI_USAGE;
         }
     }
     if (argc - optind != 2) {

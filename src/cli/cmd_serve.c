@@ -33,7 +33,8 @@ static void print_reference(void)
         if (k->type == M2M_CONF_BOOL)
             snprintf(range, sizeof range, "true/false");
         else if (k->type != M2M_CONF_STR)
-            snprintf(range, sizeof range, "%g .. %g%s", k->min, k->max, k->type == M2M_CONF_DURATION ? " ms" : "");
+            snprintf(range, sizeof range, "%g .. %g%s", k->min, k->max,
+                     k->type == M2M_CONF_DURATION ? " ms" : "");
         printf("| `%s` | `%s` | %s | %s |\n", k->name, k->def[0] ? k->def : "(empty)", range, k->doc);
     }
 }
@@ -55,9 +56,7 @@ static void print_config(const struct m2m_conf *c)
         double d;
         int64_t v;
         switch (k->type) {
-        case M2M_CONF_STR:
-            printf("%s = %s\n", dot + 1, field);
-            break;
+        case M2M_CONF_STR: printf("%s = %s\n", dot + 1, field); break;
         case M2M_CONF_BOOL:
             memcpy(&b, field, sizeof b);
             printf("%s = %s\n", dot + 1, b ? "true" : "false");

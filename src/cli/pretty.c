@@ -54,7 +54,8 @@ static bool print_links(FILE *f, const unsigned char *p, size_t n)
     struct m2m_slice target, params;
     int rc;
     while ((rc = m2m_coap_link_next(&it, &target, &params)) == 1)
-        fprintf(f, "<%.*s>%.*s\n", (int)target.n, (const char *)target.p, (int)params.n, (const char *)params.p);
+        fprintf(f, "<%.*s>%.*s\n", (int)target.n, (const char *)target.p, (int)params.n,
+                (const char *)params.p);
     return rc == 0;
 }
 

@@ -17,8 +17,14 @@ static int poll_output(void *core, struct m2m_dgram *out)
     return 1;
 }
 
-static m2m_time next_timeout(const void *core) { return m2m_coap_ep_next_timeout(core); }
-static void on_timeout(void *core, m2m_time now) { m2m_coap_ep_on_timeout(core, now); }
+static m2m_time next_timeout(const void *core)
+{
+    return m2m_coap_ep_next_timeout(core);
+}
+static void on_timeout(void *core, m2m_time now)
+{
+    m2m_coap_ep_on_timeout(core, now);
+}
 
 const struct m2m_wire_ops m2m_coap_wire_ops = {
     .name = "coap",

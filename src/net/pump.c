@@ -14,7 +14,10 @@
 #define RX_SLOT (64 * 1024)
 #define TX_BATCH 64
 
-static m2m_time now_of(struct m2m_udp_pump *p) { return (m2m_time)uv_now(p->loop); }
+static m2m_time now_of(struct m2m_udp_pump *p)
+{
+    return (m2m_time)uv_now(p->loop);
+}
 
 static void on_timer(uv_timer_t *t);
 
@@ -35,7 +38,8 @@ static void send_batch(struct m2m_udp_pump *p, struct mmsghdr *msgs, struct iove
             /* UDP may drop; the protocol's own retransmission covers it. */
             p->meter.tx_dropped++;
             if (m2m_log_on(p->log, M2M_LOG_DEBUG))
-                m2m_log(p->log, M2M_LOG_DEBUG, p->ops->name, &peers[done], "send failed: %s", strerror(errno));
+                m2m_log(p->log, M2M_LOG_DEBUG, p->ops->name, &peers[done], "send failed: %s",
+                        strerror(errno));
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
                 p->meter.tx_dropped += n - done - 1;
                 return;
@@ -139,8 +143,8 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
 }
 
 int m2m_udp_pump_start(struct m2m_udp_pump *p, uv_loop_t *loop, const struct sockaddr *addr,
-                       const struct m2m_wire_ops *ops, void *core, m2m_pump_react_cb react,
-                       void *ctx, const struct m2m_logger *log)
+                       const struct m2m_wire_ops *ops, void *core, m2m_pump_react_cb react, void *ctx,
+                       const struct m2m_logger *log)
 {
     memset(p, 0, sizeof *p);
     p->loop = loop;

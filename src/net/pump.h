@@ -59,8 +59,8 @@ struct m2m_udp_pump {
  * Returns 0 or a negative libuv error. The pump must stay at a fixed
  * address until closed. */
 int m2m_udp_pump_start(struct m2m_udp_pump *pump, uv_loop_t *loop, const struct sockaddr *addr,
-                       const struct m2m_wire_ops *ops, void *core, m2m_pump_react_cb react,
-                       void *ctx, const struct m2m_logger *log);
+                       const struct m2m_wire_ops *ops, void *core, m2m_pump_react_cb react, void *ctx,
+                       const struct m2m_logger *log);
 /* Sends what the core has queued and re-arms the timer: call after acting
  * on the core outside the pump's callbacks (a request, a notify ...). */
 void m2m_udp_pump_flush(struct m2m_udp_pump *pump);

@@ -195,13 +195,14 @@ static void store(struct m2m_coap_service *svc, struct m2m_coap_ep *ep, const st
         m2m_coap_add_path(&m, M2M_COAP_OPT_LOCATION_PATH, path);
     m2m_coap_respond(ep, ev->id, &m);
     if (m2m_log_on(svc->log, M2M_LOG_DEBUG))
-        m2m_log(svc->log, M2M_LOG_DEBUG, "coap", &ev->peer, "%s %s (%zu bytes)", created ? "created" : "updated",
-                path, req->payload_len);
+        m2m_log(svc->log, M2M_LOG_DEBUG, "coap", &ev->peer, "%s %s (%zu bytes)",
+                created ? "created" : "updated", path, req->payload_len);
     if (!created)
         notify_resource(svc, r);
 }
 
-static void handle_request(struct m2m_coap_service *svc, struct m2m_coap_ep *ep, const struct m2m_coap_event *ev)
+static void handle_request(struct m2m_coap_service *svc, struct m2m_coap_ep *ep,
+                           const struct m2m_coap_event *ev)
 {
     const char *path = ev->path;
     const struct m2m_coap_msg *req = &ev->msg;
@@ -228,12 +229,11 @@ static void handle_request(struct m2m_coap_service *svc, struct m2m_coap_ep *ep,
             m2m_coap_add_uint(&m, M2M_COAP_OPT_OBSERVE, 0);
         int rc = m2m_coap_respond(ep, ev->id, &m);
         if (rc == M2M_ELIMIT)
-            m2m_log(svc->log, M2M_LOG_WARN, "coap", &ev->peer, "observer limit reached, %s served once", path);
+            m2m_log(svc->log, M2M_LOG_WARN, "coap", &ev->peer, "observer limit reached, %s served once",
+                    path);
         return;
     }
-    case M2M_COAP_PUT:
-        store(svc, ep, ev, path, false);
-        return;
+    case M2M_COAP_PUT: store(svc, ep, ev, path, false); return;
     case M2M_COAP_POST: {
         /* POST to a resource creates a child; to a free path, creates it. */
         char child[1100];
@@ -262,9 +262,7 @@ static void handle_request(struct m2m_coap_service *svc, struct m2m_coap_ep *ep,
         notify_all(svc, path, &gone);
         return;
     }
-    default:
-        reply(ep, ev->id, M2M_COAP_METHOD_NOT_ALLOWED, NULL);
-        return;
+    default: reply(ep, ev->id, M2M_COAP_METHOD_NOT_ALLOWED, NULL); return;
     }
 }
 
@@ -275,14 +273,11 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
     struct m2m_coap_event ev;
     while (m2m_coap_ep_poll_event(ep, &ev)) {
         switch (ev.type) {
-        case M2M_COAP_EV_REQUEST:
-            handle_request(svc, ep, &ev);
-            break;
+        case M2M_COAP_EV_REQUEST: handle_request(svc, ep, &ev); break;
         case M2M_COAP_EV_OBSERVER_GONE:
             m2m_log(svc->log, M2M_LOG_DEBUG, "coap", &ev.peer, "observer of %s gone", ev.path);
             break;
-        default:
-            break;
+        default: break;
         }
     }
 }

@@ -94,7 +94,10 @@ int m2m_restree_set_attr(struct m2m_resource *r, const char *name, const char *v
         r->obs = !value || strcmp(value, "0");
         return 0;
     }
-    char **slot = !strcmp(name, "rt") ? &r->rt : !strcmp(name, "if") ? &r->ifd : !strcmp(name, "title") ? &r->title : NULL;
+    char **slot = !strcmp(name, "rt")      ? &r->rt
+                  : !strcmp(name, "if")    ? &r->ifd
+                  : !strcmp(name, "title") ? &r->title
+                                           : NULL;
     if (!slot || !value)
         return M2M_EINVAL;
     size_t n = strlen(value) + 1;
@@ -117,7 +120,10 @@ int m2m_restree_delete(struct m2m_restree *t, const char *path)
     return 0;
 }
 
-size_t m2m_restree_count(const struct m2m_restree *t) { return t->map.count; }
+size_t m2m_restree_count(const struct m2m_restree *t)
+{
+    return t->map.count;
+}
 
 static int by_path(const void *a, const void *b)
 {

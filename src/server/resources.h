@@ -18,7 +18,7 @@ struct m2m_resource {
     int ct; /* -1: none */
     char *rt, *ifd, *title;
     bool obs;
-    bool builtin; /* not writable by clients */
+    bool builtin;     /* not writable by clients */
     uint64_t version; /* bumped on each change, serves as ETag */
 };
 

@@ -17,7 +17,10 @@ struct serve {
     const struct m2m_logger *log;
 };
 
-static void close_cb(uv_handle_t *h) { (void)h; }
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
 
 static void coap_stopped(struct m2m_coap_service *svc)
 {
@@ -29,7 +32,8 @@ static void coap_stopped(struct m2m_coap_service *svc)
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct serve *s = h->data;
-    m2m_log(s->log, M2M_LOG_INFO, "serve", NULL, "%s received, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    m2m_log(s->log, M2M_LOG_INFO, "serve", NULL, "%s received, shutting down",
+            signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_signal_stop(&s->sigint);
     uv_signal_stop(&s->sigterm);
     if (s->coap_running) {

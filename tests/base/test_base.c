@@ -247,8 +247,7 @@ static void test_varint_limits(void **state)
 static void test_varint_non_minimal(void **state)
 {
     (void)state;
-    const uint8_t *bad[] = {U8(0x80, 0x00), U8(0xff, 0x00), U8(0x80, 0x80, 0x00),
-                                   U8(0x81, 0x80, 0x80, 0x00)};
+    const uint8_t *bad[] = {U8(0x80, 0x00), U8(0xff, 0x00), U8(0x80, 0x80, 0x00), U8(0x81, 0x80, 0x80, 0x00)};
     static const size_t len[] = {2, 2, 3, 4};
     for (size_t i = 0; i < 4; i++) {
         struct m2m_rcur r;
@@ -434,17 +433,16 @@ static void test_conf_duration(void **state)
         const char *s;
         int64_t ms;
     } ok[] = {
-        {"250ms", 250},     {"2s", 2000},         {"5m", 300000},       {"24h", 86400000},
-        {"1d", 86400000},   {"30", 30000},        {"0", 0},             {"1.5s", 1500},
-        {"0.25", 250},      {"10 ms", 10},        {"2.5m", 150000},
+        {"250ms", 250}, {"2s", 2000},   {"5m", 300000}, {"24h", 86400000}, {"1d", 86400000}, {"30", 30000},
+        {"0", 0},       {"1.5s", 1500}, {"0.25", 250},  {"10 ms", 10},     {"2.5m", 150000},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int64_t ms = -1;
         assert_int_equal(m2m_conf_parse_duration(ok[i].s, &ms), 0);
         assert_int_equal(ms, ok[i].ms);
     }
-    static const char *bad[] = {"",     "ms",  "-1",  "+1",  "5x",  "5mm", "5 s x", "1e3",
-                                "0x10", "inf", "nan", " 5s", "1.2.3", "s5",  "5S",   ".5"};
+    static const char *bad[] = {"",     "ms",  "-1",  "+1",  "5x",    "5mm", "5 s x", "1e3",
+                                "0x10", "inf", "nan", " 5s", "1.2.3", "s5",  "5S",    ".5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t ms = 42;
         assert_int_equal(m2m_conf_parse_duration(bad[i], &ms), M2M_EINVAL);
@@ -491,8 +489,7 @@ static const struct m2m_conf_key keys[] = {
     {"coap.port", M2M_CONF_INT, offsetof(struct conf_obj, port), 0, "5683", 1, 65535, "port"},
     {"log.verbose", M2M_CONF_BOOL, offsetof(struct conf_obj, verbose), 0, "no", 0, 1, "v"},
     {"srv.name", M2M_CONF_STR, offsetof(struct conf_obj, name), 8, "m2m", 0, 0, "name"},
-    {"coap.timeout", M2M_CONF_DURATION, offsetof(struct conf_obj, timeout), 0, "2s", 1, 60000,
-     "t"},
+    {"coap.timeout", M2M_CONF_DURATION, offsetof(struct conf_obj, timeout), 0, "2s", 1, 60000, "t"},
     {"coap.max", M2M_CONF_SIZE, offsetof(struct conf_obj, maxsize), 0, "1k", 16, 1048576, "m"},
     {"coap.ratio", M2M_CONF_RATIO, offsetof(struct conf_obj, ratio), 0, "1.5", 1, 10, "r"},
 };
@@ -573,8 +570,7 @@ static void test_conf_schema(void **state)
     assert_string_equal(o.name, "1234567");
 
     char err[64];
-    assert_int_equal(m2m_conf_set(keys, NKEYS, &o, "coap.nope", "1", err, sizeof err),
-                     M2M_ENOTFOUND);
+    assert_int_equal(m2m_conf_set(keys, NKEYS, &o, "coap.nope", "1", err, sizeof err), M2M_ENOTFOUND);
     assert_non_null(strstr(err, "coap.nope"));
     assert_int_equal(m2m_conf_set(keys, NKEYS, &o, "coap.port", "0", err, sizeof err), M2M_EINVAL);
     assert_non_null(strstr(err, "coap.port"));
@@ -587,7 +583,10 @@ struct item {
     int key;
 };
 
-static uint64_t item_hash(int key) { return m2m_hash_keyed(0x1234, &key, sizeof key); }
+static uint64_t item_hash(int key)
+{
+    return m2m_hash_keyed(0x1234, &key, sizeof key);
+}
 
 static struct item *find(struct m2m_hmap *m, int key)
 {
@@ -905,8 +904,8 @@ struct logcap {
     char line[1024];
 };
 
-static void log_write(void *ctx, enum m2m_log_level lvl, const char *proto,
-                      const struct m2m_addr *peer, const char *line)
+static void log_write(void *ctx, enum m2m_log_level lvl, const char *proto, const struct m2m_addr *peer,
+                      const char *line)
 {
     struct logcap *c = ctx;
     c->calls++;

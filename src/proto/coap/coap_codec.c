@@ -19,7 +19,10 @@ void m2m_coap_msg_init(struct m2m_coap_msg *m, uint8_t type, uint8_t code)
     m->scratch_used = 0;
 }
 
-bool m2m_coap_header_ok(const uint8_t *p, size_t n) { return n >= 4 && (p[0] >> 6) == COAP_VERSION; }
+bool m2m_coap_header_ok(const uint8_t *p, size_t n)
+{
+    return n >= 4 && (p[0] >> 6) == COAP_VERSION;
+}
 
 /* Reads the extended delta or length that nibble `v` announces (§3.1). */
 static int read_ext(struct m2m_rcur *c, uint8_t v, uint32_t *out)
@@ -105,8 +108,14 @@ int m2m_coap_decode(struct m2m_coap_msg *m, const uint8_t *p, size_t n)
     return 0;
 }
 
-static size_t ext_size(uint32_t v) { return v < 13 ? 0 : v < 269 ? 1 : 2; }
-static uint8_t ext_nibble(uint32_t v) { return v < 13 ? (uint8_t)v : v < 269 ? 13 : 14; }
+static size_t ext_size(uint32_t v)
+{
+    return v < 13 ? 0 : v < 269 ? 1 : 2;
+}
+static uint8_t ext_nibble(uint32_t v)
+{
+    return v < 13 ? (uint8_t)v : v < 269 ? 13 : 14;
+}
 
 static int write_ext(struct m2m_wcur *c, uint32_t v)
 {

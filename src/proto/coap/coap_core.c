@@ -34,7 +34,7 @@ void m2m_coap_config_default(struct m2m_coap_config *c)
 
 static uint64_t max_transmit_span64(const struct m2m_coap_params *p)
 {
-    /* Shifts past 62 would be undefined; such values fail ep_new anyway. */
+    /* Clamped so the shift stays defined; ep_new refuses more than 20. */
     uint32_t mr = p->max_retransmit < 32 ? p->max_retransmit : 32;
     uint64_t span = (uint64_t)p->ack_timeout_ms * ((1ull << mr) - 1);
     return span * p->ack_random_factor_pm / 1000;
@@ -328,7 +328,7 @@ void coap_peer_release_slot(struct m2m_coap_ep *ep, struct peer *p)
 
 /* Bytes we may still send to a peer that has not answered (§4.7): the
  * average rate since the first unanswered byte stays under PROBING_RATE. */
-m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len)
+static m2m_time probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len)
 {
     if (!p->unanswered_bytes)
         return ep->now;
@@ -339,7 +339,7 @@ m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t 
     return p->unanswered_since + (m2m_time)ms;
 }
 
-void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
+static void probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
 {
     if (!p->unanswered_bytes)
         p->unanswered_since = ep->now;
@@ -348,8 +348,8 @@ void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len)
 
 int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, size_t len)
 {
-    if (!p->non_head && coap_probing_next(ep, p, len) <= ep->now) {
-        coap_probing_account(ep, p, len);
+    if (!p->non_head && probing_next(ep, p, len) <= ep->now) {
+        probing_account(ep, p, len);
         return coap_emit(ep, &p->addr, buf, len);
     }
     struct pending_non *pn = malloc(sizeof *pn + len);
@@ -363,23 +363,23 @@ int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, si
     else
         p->non_head = pn;
     p->non_tail = pn;
-    coap_timer_set(ep, &p->t, coap_probing_next(ep, p, p->non_head->len));
+    coap_timer_set(ep, &p->t, probing_next(ep, p, p->non_head->len));
     return 0;
 }
 
 static void peer_drain_non(struct m2m_coap_ep *ep, struct peer *p)
 {
-    while (p->non_head && coap_probing_next(ep, p, p->non_head->len) <= ep->now) {
+    while (p->non_head && probing_next(ep, p, p->non_head->len) <= ep->now) {
         struct pending_non *pn = p->non_head;
         p->non_head = pn->next;
         if (!p->non_head)
             p->non_tail = NULL;
-        coap_probing_account(ep, p, pn->len);
+        probing_account(ep, p, pn->len);
         coap_emit(ep, &p->addr, pn->data, pn->len);
         free(pn);
     }
     if (p->non_head)
-        coap_timer_set(ep, &p->t, coap_probing_next(ep, p, p->non_head->len));
+        coap_timer_set(ep, &p->t, probing_next(ep, p, p->non_head->len));
     else if (!p->refs && !p->wait_head && !p->inflight) {
         m2m_heap_cancel(&ep->timers, &p->t);
         m2m_hmap_remove(&ep->peers, &p->hn);

@@ -267,10 +267,6 @@ struct xmit *coap_xmit_start(struct m2m_coap_ep *ep, struct peer *p, uint8_t *bu
 void coap_xmit_cancel(struct m2m_coap_ep *ep, struct xmit *x);
 /* Replaces what a still-retransmitting CON carries (newest observe state). */
 void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, size_t len, uint16_t mid);
-/* PROBING_RATE (§4.7): the earliest time a NON of `len` bytes may go to a
- * peer that has not answered, and the accounting once it went. */
-m2m_time coap_probing_next(struct m2m_coap_ep *ep, const struct peer *p, size_t len);
-void coap_probing_account(struct m2m_coap_ep *ep, struct peer *p, size_t len);
 /* Sends a NON under PROBING_RATE. */
 int coap_send_non(struct m2m_coap_ep *ep, struct peer *p, const uint8_t *buf, size_t len);
 int coap_send_empty(struct m2m_coap_ep *ep, const struct m2m_addr *to, uint8_t type, uint16_t mid);

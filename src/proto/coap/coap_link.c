@@ -15,11 +15,17 @@ static int put(char *buf, size_t cap, size_t *len, const char *s, size_t n)
     return 0;
 }
 
-static int put_s(char *buf, size_t cap, size_t *len, const char *s) { return put(buf, cap, len, s, strlen(s)); }
+static int put_s(char *buf, size_t cap, size_t *len, const char *s)
+{
+    return put(buf, cap, len, s, strlen(s));
+}
 
 /* Quoted attribute values may not hold '"' or '\'; refuse them rather than
  * emit a document others cannot parse. */
-static bool quotable(const char *s) { return !strpbrk(s, "\"\\"); }
+static bool quotable(const char *s)
+{
+    return !strpbrk(s, "\"\\");
+}
 
 int m2m_coap_link_append(char *buf, size_t cap, size_t *len, const struct m2m_coap_link *l)
 {
@@ -118,8 +124,7 @@ bool m2m_coap_link_match(const struct m2m_coap_link *l, const char *q, size_t qn
     return false;
 }
 
-int m2m_coap_link_next(struct m2m_coap_link_iter *it, struct m2m_slice *target,
-                       struct m2m_slice *params)
+int m2m_coap_link_next(struct m2m_coap_link_iter *it, struct m2m_slice *target, struct m2m_slice *params)
 {
     const char *p = it->p;
     size_t n = it->n, i = it->off;

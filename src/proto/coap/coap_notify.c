@@ -204,17 +204,6 @@ static void send_pending(struct m2m_coap_ep *ep, struct observer *o)
     uint8_t *buf = render(o, b, con ? M2M_COAP_CON : M2M_COAP_NON, 0, final, seq, &len);
     if (!buf)
         return; /* no memory: the state stays pending for the next try */
-    if (!con && !o->peer->non_head) {
-        /* PROBING_RATE (RFC 7252 §4.7) towards an observer that does not
-         * answer: hold the state here, where a newer one replaces it, rather
-         * than queueing every stale state in the peer's NON queue. */
-        m2m_time at = coap_probing_next(ep, o->peer, len);
-        if (at > ep->now) {
-            free(buf);
-            coap_timer_set(ep, &o->t, at);
-            return;
-        }
-    }
     o->pending = NULL;
     o->pending_con = false;
     blob_unref(b);

@@ -110,7 +110,10 @@ const struct m2m_coap_opt *m2m_coap_find_opt(const struct m2m_coap_msg *m, uint1
     return NULL;
 }
 
-bool m2m_coap_has_opt(const struct m2m_coap_msg *m, uint16_t num) { return m2m_coap_find_opt(m, num) != NULL; }
+bool m2m_coap_has_opt(const struct m2m_coap_msg *m, uint16_t num)
+{
+    return m2m_coap_find_opt(m, num) != NULL;
+}
 
 uint32_t m2m_coap_get_uint(const struct m2m_coap_msg *m, uint16_t num, uint32_t def)
 {
@@ -228,10 +231,9 @@ int m2m_coap_msg_path(const struct m2m_coap_msg *m, char *buf, size_t cap)
             return M2M_ENOBUFS;
         for (uint16_t k = 0; k < o->len; k++) {
             uint8_t ch = o->val[k];
-            int rc = path_char_plain(ch)
-                         ? m2m_wcur_u8(&c, ch)
-                         : (m2m_wcur_u8(&c, '%') || m2m_wcur_u8(&c, (uint8_t)hex[ch >> 4]) ||
-                            m2m_wcur_u8(&c, (uint8_t)hex[ch & 15]));
+            int rc = path_char_plain(ch) ? m2m_wcur_u8(&c, ch)
+                                         : (m2m_wcur_u8(&c, '%') || m2m_wcur_u8(&c, (uint8_t)hex[ch >> 4]) ||
+                                            m2m_wcur_u8(&c, (uint8_t)hex[ch & 15]));
             if (rc)
                 return M2M_ENOBUFS;
         }

@@ -14,13 +14,16 @@ static int hexval(char c)
     return -1;
 }
 
-static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
+static char lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
 
 /* Percent-decodes s[0..n) into u->buf at *used, NUL-terminated. §6.4
  * step 5 lower-cases the host before decoding it, so only literal
  * characters are lower-cased: "%41" stays "A". */
-static int decode_into(struct m2m_coap_uri *u, size_t *used, const char *s, size_t n,
-                       bool to_lower, uint16_t *off, uint16_t *len)
+static int decode_into(struct m2m_coap_uri *u, size_t *used, const char *s, size_t n, bool to_lower,
+                       uint16_t *off, uint16_t *len)
 {
     size_t start = *used;
     /* Room for the NUL even when the segment is empty. */
@@ -194,7 +197,6 @@ int m2m_coap_uri_to_opts(const struct m2m_coap_uri *u, struct m2m_coap_msg *m)
     for (uint8_t i = 0; !rc && i < u->npath; i++)
         rc = m2m_coap_add_opt(m, M2M_COAP_OPT_URI_PATH, u->buf + u->path_off[i], u->path_len[i]);
     for (uint8_t i = 0; !rc && i < u->nquery; i++)
-        rc = m2m_coap_add_opt(m, M2M_COAP_OPT_URI_QUERY, u->buf + u->query_off[i],
-                              u->query_len[i]);
+        rc = m2m_coap_add_opt(m, M2M_COAP_OPT_URI_QUERY, u->buf + u->query_off[i], u->query_len[i]);
     return rc;
 }

@@ -125,9 +125,9 @@ static void test_szx_for(void **state)
     static const struct {
         size_t bytes;
         uint8_t szx;
-    } vec[] = {{0, 0},    {1, 0},    {15, 0},   {16, 0},    {31, 0},    {32, 1},
-               {63, 1},   {64, 2},   {127, 2},  {128, 3},   {256, 4},   {511, 4},
-               {512, 5},  {1023, 5}, {1024, 6}, {1152, 6},  {65536, 6}, {SIZE_MAX, 6}};
+    } vec[] = {{0, 0},   {1, 0},    {15, 0},   {16, 0},   {31, 0},    {32, 1},
+               {63, 1},  {64, 2},   {127, 2},  {128, 3},  {256, 4},   {511, 4},
+               {512, 5}, {1023, 5}, {1024, 6}, {1152, 6}, {65536, 6}, {SIZE_MAX, 6}};
     for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++)
         assert_int_equal(m2m_coap_szx_for(vec[i].bytes), vec[i].szx);
     for (uint8_t s = 0; s <= 6; s++) {

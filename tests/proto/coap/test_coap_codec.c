@@ -14,7 +14,10 @@
 #include "m2m/coap.h"
 #include "vclock.h"
 
-static size_t unhex(const char *s, uint8_t *out, size_t cap) { return test_unhex(s, out, cap); }
+static size_t unhex(const char *s, uint8_t *out, size_t cap)
+{
+    return test_unhex(s, out, cap);
+}
 
 /* Encodes m and compares with the hex string `want`. */
 static void expect_encoding(const struct m2m_coap_msg *m, const char *want)
@@ -153,8 +156,8 @@ static void test_rfc_with_token(void **state)
     e.payload = (const uint8_t *)"{}";
     e.payload_len = 2;
     const char *want = "58 02 be ef 01 02 03 04 05 06 07 08"
-                       " 31 68"    /* Uri-Host (3) "h" */
-                       " 91 32"    /* delta 9 -> Content-Format (12) = 50 */
+                       " 31 68"       /* Uri-Host (3) "h" */
+                       " 91 32"       /* delta 9 -> Content-Format (12) = 50 */
                        " 33 61 3d 31" /* delta 3 -> Uri-Query (15) "a=1" */
                        " ff 7b 7d";
     expect_encoding(&e, want);
@@ -266,8 +269,7 @@ static void test_option_errors(void **state)
     assert_int_equal(decode_hex("40 01 00 01 e0 fe f3", b, sizeof b, &n, &m), M2M_EMALFORMED);
     assert_int_equal(decode_hex("40 01 00 01 e0 fe f2", b, sizeof b, &n, &m), 0);
     assert_int_equal(m.opt[0].num, 65535);
-    assert_int_equal(decode_hex("40 01 00 01 e0 fe f2 10", b, sizeof b, &n, &m),
-                     M2M_EMALFORMED);
+    assert_int_equal(decode_hex("40 01 00 01 e0 fe f2 10", b, sizeof b, &n, &m), M2M_EMALFORMED);
     assert_int_equal(decode_hex("40 01 00 01 e0 fe f2 00", b, sizeof b, &n, &m), 0);
     assert_int_equal(m.nopt, 2);
     assert_int_equal(m.opt[1].num, 65535);
@@ -378,8 +380,8 @@ static void test_length_boundaries(void **state)
 {
     (void)state;
     static const size_t lens[] = {0, 1, 12, 13, 14, 268, 269, 270, 1034, 65535};
-    static const char *nibbles[] = {"b0", "b1", "bc", "bd 00", "bd 01", "bd ff", "be 00 00",
-                                    "be 00 01", "be 02 fd", "be fe f2"};
+    static const char *nibbles[] = {"b0",    "b1",       "bc",       "bd 00",    "bd 01",
+                                    "bd ff", "be 00 00", "be 00 01", "be 02 fd", "be fe f2"};
     uint8_t *val = malloc(65535);
     assert_non_null(val);
     for (size_t i = 0; i < 65535; i++)
@@ -463,11 +465,11 @@ static void test_encode_sorts_stably(void **state)
     m2m_coap_add_str(&e, M2M_COAP_OPT_URI_PATH, "c");
     m2m_coap_add_uint(&e, M2M_COAP_OPT_OBSERVE, 0);
     expect_encoding(&e, "40 01 0a 0b"
-                        " 31 68"          /* 3 Uri-Host h */
-                        " 30"             /* 6 Observe 0 */
+                        " 31 68"             /* 3 Uri-Host h */
+                        " 30"                /* 6 Observe 0 */
                         " 51 61 01 62 01 63" /* 11 Uri-Path a, b, c */
                         " 42 71 32 02 71 31" /* 15 Uri-Query q2, q1 (added order) */
-                        " 20");           /* 17 Accept 0 */
+                        " 20");              /* 17 Accept 0 */
     /* The message itself is not reordered. */
     assert_int_equal(e.opt[0].num, M2M_COAP_OPT_URI_QUERY);
     char path[32];
@@ -582,12 +584,11 @@ static void test_bad_critical(void **state)
     struct {
         uint16_t num;
         size_t len;
-    } badlen[] = {{M2M_COAP_OPT_URI_HOST, 0},   {M2M_COAP_OPT_URI_HOST, 256},
-                  {M2M_COAP_OPT_URI_PORT, 3},   {M2M_COAP_OPT_URI_PATH, 256},
-                  {M2M_COAP_OPT_IF_MATCH, 9},   {M2M_COAP_OPT_IF_NONE_MATCH, 1},
-                  {M2M_COAP_OPT_URI_QUERY, 300}, {M2M_COAP_OPT_ACCEPT, 3},
-                  {M2M_COAP_OPT_BLOCK2, 4},     {M2M_COAP_OPT_BLOCK1, 4},
-                  {M2M_COAP_OPT_PROXY_URI, 0},  {M2M_COAP_OPT_PROXY_URI, 1035}};
+    } badlen[] = {
+        {M2M_COAP_OPT_URI_HOST, 0},    {M2M_COAP_OPT_URI_HOST, 256}, {M2M_COAP_OPT_URI_PORT, 3},
+        {M2M_COAP_OPT_URI_PATH, 256},  {M2M_COAP_OPT_IF_MATCH, 9},   {M2M_COAP_OPT_IF_NONE_MATCH, 1},
+        {M2M_COAP_OPT_URI_QUERY, 300}, {M2M_COAP_OPT_ACCEPT, 3},     {M2M_COAP_OPT_BLOCK2, 4},
+        {M2M_COAP_OPT_BLOCK1, 4},      {M2M_COAP_OPT_PROXY_URI, 0},  {M2M_COAP_OPT_PROXY_URI, 1035}};
     static uint8_t zeros[1100];
     for (size_t i = 0; i < sizeof badlen / sizeof badlen[0]; i++) {
         m2m_coap_msg_init(&e, M2M_COAP_CON, M2M_COAP_GET);

@@ -112,8 +112,7 @@ static bool match(const struct m2m_coap_link *l, const char *q)
 static void test_match(void **state)
 {
     (void)state;
-    struct m2m_coap_link l = {"/sensors/temp", "temperature-c sensor", "core.s", "Room 1",
-                              0, 120, true};
+    struct m2m_coap_link l = {"/sensors/temp", "temperature-c sensor", "core.s", "Room 1", 0, 120, true};
     assert_true(match(&l, "href=/sensors/temp"));
     assert_false(match(&l, "href=/sensors"));
     assert_true(match(&l, "href=/sensors*"));
@@ -179,7 +178,7 @@ static void test_match(void **state)
 /* ---- iteration ----------------------------------------------------------- */
 
 struct collected {
-    int rc;     /* last return: 0 at the end, or an error */
+    int rc; /* last return: 0 at the end, or an error */
     int links;
     char out[512];
 };
@@ -193,8 +192,8 @@ static void iterate(const char *doc, size_t n, struct collected *c)
     while ((c->rc = m2m_coap_link_next(&it, &t, &p)) == 1) {
         assert_true(t.p >= (const uint8_t *)doc && t.p + t.n <= (const uint8_t *)doc + n);
         assert_true(p.p >= (const uint8_t *)doc && p.p + p.n <= (const uint8_t *)doc + n);
-        int k = snprintf(c->out + len, sizeof c->out - len, "[%.*s|%.*s]", (int)t.n,
-                         (const char *)t.p, (int)p.n, (const char *)p.p);
+        int k = snprintf(c->out + len, sizeof c->out - len, "[%.*s|%.*s]", (int)t.n, (const char *)t.p,
+                         (int)p.n, (const char *)p.p);
         assert_true(k > 0 && (size_t)k < sizeof c->out - len);
         len += (size_t)k;
         c->links++;
@@ -250,8 +249,8 @@ static void test_next_malformed(void **state)
 {
     (void)state;
     struct collected c;
-    static const char *bad[] = {"foo",          "</a",      "<",         "</a>;t=\"x",
-                                "</a>;t=\"x\\\"", "</a>,,</b>", "</a>,x",   "</a>;q=\"\\"};
+    static const char *bad[] = {"foo",        "</a",    "<",          "</a>;t=\"x", "</a>;t=\"x\\\"",
+                                "</a>,,</b>", "</a>,x", "</a>;q=\"\\"};
     static const int links_before[] = {0, 0, 0, 0, 0, 1, 1, 0};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         iterate_s(bad[i], &c);
@@ -304,12 +303,9 @@ static void test_write_then_read(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_exact),
-        cmocka_unit_test(test_append_enobufs),
-        cmocka_unit_test(test_match),
-        cmocka_unit_test(test_next),
-        cmocka_unit_test(test_next_malformed),
-        cmocka_unit_test(test_next_every_prefix),
+        cmocka_unit_test(test_append_exact),    cmocka_unit_test(test_append_enobufs),
+        cmocka_unit_test(test_match),           cmocka_unit_test(test_next),
+        cmocka_unit_test(test_next_malformed),  cmocka_unit_test(test_next_every_prefix),
         cmocka_unit_test(test_write_then_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,8 +11,14 @@
 
 #include "m2m/coap.h"
 
-static const char *seg(const struct m2m_coap_uri *u, int i) { return u->buf + u->path_off[i]; }
-static const char *qry(const struct m2m_coap_uri *u, int i) { return u->buf + u->query_off[i]; }
+static const char *seg(const struct m2m_coap_uri *u, int i)
+{
+    return u->buf + u->path_off[i];
+}
+static const char *qry(const struct m2m_coap_uri *u, int i)
+{
+    return u->buf + u->query_off[i];
+}
 
 /* Parses from a heap copy of exactly strlen+1 bytes, so the parser cannot
  * read past the terminating NUL unnoticed. */
@@ -39,11 +45,9 @@ static void opts_string(const struct m2m_coap_uri *u, char *out, size_t cap)
         const struct m2m_coap_opt *o = &m.opt[i];
         int k;
         if (o->num == M2M_COAP_OPT_URI_PORT)
-            k = snprintf(out + len, cap - len, "%u:%u|", o->num,
-                         m2m_coap_get_uint(&m, o->num, 0));
+            k = snprintf(out + len, cap - len, "%u:%u|", o->num, m2m_coap_get_uint(&m, o->num, 0));
         else
-            k = snprintf(out + len, cap - len, "%u:%.*s|", o->num, (int)o->len,
-                         (const char *)o->val);
+            k = snprintf(out + len, cap - len, "%u:%.*s|", o->num, (int)o->len, (const char *)o->val);
         assert_true(k > 0 && (size_t)k < cap - len);
         len += (size_t)k;
     }
@@ -92,8 +96,8 @@ static void test_ipv4_and_names(void **state)
     assert_string_equal(o, "11:a|");
 
     /* Not an IPv4 address: these are names and get a Uri-Host. */
-    static const char *names[] = {"coap://1.2.3/", "coap://1.2.3.4.5/", "coap://1.2.3.4a/",
-                                  "coap://1..2.3/", "coap://1234.1.1.1/"};
+    static const char *names[] = {"coap://1.2.3/", "coap://1.2.3.4.5/", "coap://1.2.3.4a/", "coap://1..2.3/",
+                                  "coap://1234.1.1.1/"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         assert_int_equal(parse(names[i], &u), 0);
         assert_false(u.ip_literal);
@@ -169,10 +173,9 @@ static void test_ports(void **state)
     assert_int_equal(parse("coap://h:/", &u), 0);
     assert_int_equal(u.port, 5683);
 
-    static const char *bad[] = {"coap://h:0/",     "coap://h:65536/", "coap://h:99999/",
-                                "coap://h:123456/", "coap://h:12a/",   "coap://h:-1/",
-                                "coap://h: 80/",   "coap://h:80:81/", "coap://[::1]:0/",
-                                "coap://[::1]:x/"};
+    static const char *bad[] = {"coap://h:0/",     "coap://h:65536/", "coap://h:99999/", "coap://h:123456/",
+                                "coap://h:12a/",   "coap://h:-1/",    "coap://h: 80/",   "coap://h:80:81/",
+                                "coap://[::1]:0/", "coap://[::1]:x/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(parse(bad[i], &u), M2M_EINVAL);
 }
@@ -182,11 +185,10 @@ static void test_percent_and_fragments(void **state)
     (void)state;
     struct m2m_coap_uri u;
     static const char *bad[] = {
-        "coap://h/a%zz",     "coap://h/a%4",   "coap://h/a%",   "coap://h/%g0",
-        "coap://h/a?b=%4",   "coap://h%2/",    "coap://h/a#frag", "coap://h/#",
-        "coap://h/a?b#c",    "coap://h/a b",   "coap://h/\x7f",   "coap://h/\xc3\xa9",
-        "coap://h%00x/",     "coap://u@h/",    "coap:///a",      "coap://",
-        "coap:/h/",          "http://h/",      "coap:h",         "",
+        "coap://h/a%zz", "coap://h/a%4",      "coap://h/a%",   "coap://h/%g0",   "coap://h/a?b=%4",
+        "coap://h%2/",   "coap://h/a#frag",   "coap://h/#",    "coap://h/a?b#c", "coap://h/a b",
+        "coap://h/\x7f", "coap://h/\xc3\xa9", "coap://h%00x/", "coap://u@h/",    "coap:///a",
+        "coap://",       "coap:/h/",          "http://h/",     "coap:h",         "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = parse(bad[i], &u);
