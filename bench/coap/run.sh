@@ -14,7 +14,8 @@ LC_SERVER=$(command -v coap-server-notls || command -v coap-server-openssl)
 T=$(mktemp -d /tmp/m2mkit-bench.XXXXXX)
 PID=""
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$T"' EXIT
-pin() { if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+PIN0=() PIN1=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN0=(taskset -c 0) PIN1=(taskset -c 1); fi
 PAYLOAD="21.5 C, m2mkit bench"
 
 # run_series NAME PORT: warm 0, then 1,000, then 9,000 more endpoints.
@@ -25,25 +26,27 @@ run_series() {
   for warm in 0 1000 9000; do
     total=$((total + warm))
     local line
-    line=$(pin 1 "$M2MKIT" bench coap -n "$CLIENTS" -W "$WINDOW" -d "$DURATION" -P "$warm" -j "$uri" 2>/dev/null)
+    line=$("${PIN1[@]}" "$M2MKIT" bench coap -n "$CLIENTS" -W "$WINDOW" -d "$DURATION" -P "$warm" -j "$uri" 2>/dev/null)
     echo "$name $total $line" >>"$T/results"
     echo "  $name, $total earlier peers: $line" >&2
   done
 }
 
 echo "m2mkit serve ..." >&2
-pin 0 "$M2MKIT" serve --server.data_dir="$T/var" --coap.port=25700 --coap.bind6= >"$T/m2mkit.log" 2>&1 &
+"${PIN0[@]}" "$M2MKIT" serve --server.data_dir="$T/var" --coap.port=25700 --coap.bind6= >"$T/m2mkit.log" 2>&1 &
 PID=$!
 sleep 0.5
 run_series m2mkit 25700
+kill -0 $PID || { echo "m2mkit serve died during the run:" >&2; cat "$T/m2mkit.log" >&2; exit 1; }
 kill $PID; wait $PID 2>/dev/null || true
 
 echo "libcoap coap-server ..." >&2
-pin 0 "$LC_SERVER" -A 127.0.0.1 -p 25701 -d 10 >"$T/libcoap.log" 2>&1 &
+"${PIN0[@]}" "$LC_SERVER" -A 127.0.0.1 -p 25701 -d 10 >"$T/libcoap.log" 2>&1 &
 PID=$!
 sleep 0.5
 run_series libcoap 25701
-kill $PID; wait $PID 2>/dev/null || true
+kill $PID 2>/dev/null || echo "libcoap's coap-server died during the run" >&2
+wait $PID 2>/dev/null || true
 PID=""
 
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
