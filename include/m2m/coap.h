@@ -167,7 +167,8 @@ static inline bool m2m_coap_opt_nocachekey(uint16_t num)
 /* True when `o` is a known option whose length is within its defined range. */
 bool m2m_coap_opt_known(const struct m2m_coap_opt *o);
 /* First option that a receiver must treat as unrecognised and critical
- * (§5.4.1), or NULL. `request` selects the options valid in requests. */
+ * (§5.4.1): an unknown odd-numbered option, or a known critical one whose
+ * length is out of range. NULL when there is none. */
 const struct m2m_coap_opt *m2m_coap_bad_critical(const struct m2m_coap_msg *m);
 
 /* "2.05 Content", "GET", "4.04 Not Found"; static strings. */
@@ -359,6 +360,9 @@ size_t m2m_coap_ep_peer_count(const struct m2m_coap_ep *ep);
  * answer is then sent without Observe). */
 int m2m_coap_respond(struct m2m_coap_ep *ep, uint32_t id, const struct m2m_coap_msg *resp);
 
+/* m2m_coap_respond and m2m_coap_notify take no time argument: they act at the
+ * time of the last feed, on_timeout, request or cancel call. */
+
 /* Sends the new state of `path` to each of its observers: CON or NON per
  * the endpoint's rules (con=true forces CON), with the newest state replacing
  * any pending one and the rate cap applied. A response code outside 2.xx
@@ -367,7 +371,8 @@ int m2m_coap_notify(struct m2m_coap_ep *ep, const char *path, const struct m2m_c
 
 /* Sends a request to `to`. req->type selects CON or NON; the endpoint sets
  * the MID and token (unless req->tkl > 0), splits a large payload into Block1
- * blocks and reassembles a Block2 answer. With Observe=0 the request opens
+ * blocks and reassembles a Block2 answer. A Block2 option with num 0 in
+ * `req` asks for that block size from the first answer on. With Observe=0 the request opens
  * an observation: each fresh notification comes as EV_NOTIFY with the same
  * id, and the endpoint re-registers when Max-Age runs out. *id identifies it
  * in events. The payload is copied. */

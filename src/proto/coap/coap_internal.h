@@ -225,7 +225,7 @@ struct m2m_coap_ep {
     size_t n_creq, n_b1, n_obs;
     struct dedup_fifo dd_con, dd_non;
     uint32_t exchange_lifetime, non_lifetime;
-    struct exch *exch;
+    struct exch **exch; /* chunks of EXCH_CHUNK that never move */
     uint32_t exch_cap, exch_free, exch_used;
     /* queues: the arenas are reset once drained, at the next call */
     struct outq_item *outq;

@@ -9,6 +9,7 @@
 
 #define EXCH_INDEX_BITS 16
 #define EXCH_INDEX_MASK ((1u << EXCH_INDEX_BITS) - 1)
+#define EXCH_CHUNK 64
 
 enum { EXCH_STAGE_ACK = 0, EXCH_STAGE_EXPIRE = 1 };
 
@@ -23,7 +24,7 @@ int coap_server_init(struct m2m_coap_ep *ep)
 
 static struct exch *exch_at(struct m2m_coap_ep *ep, uint32_t idx)
 {
-    return &ep->exch[idx];
+    return &ep->exch[idx / EXCH_CHUNK][idx % EXCH_CHUNK];
 }
 
 static void block1_free(struct m2m_coap_ep *ep, struct block1 *b)
@@ -46,30 +47,51 @@ void coap_server_cleanup(struct m2m_coap_ep *ep)
             free(x->body);
         }
     }
+    for (uint32_t i = 0; i < ep->exch_cap / EXCH_CHUNK; i++)
+        free(ep->exch[i]);
     free(ep->exch);
     ep->exch = NULL;
+    ep->exch_cap = 0;
     for (size_t i = 0; ep->block1s.b && i <= ep->block1s.mask; i++)
         while (ep->block1s.b[i])
             block1_free(ep, M2M_CONTAINER_OF(ep->block1s.b[i], struct block1, hn));
 }
 
-/* Exchanges live in one array sized once (timers point into it), with a
- * free list, so answering at once costs no allocation. */
+/* Adds one chunk of free exchanges, up to max_requests in all. */
+static int exch_grow(struct m2m_coap_ep *ep)
+{
+    uint32_t max =
+        (uint32_t)(ep->cfg.max_requests < EXCH_INDEX_MASK ? ep->cfg.max_requests : EXCH_INDEX_MASK);
+    if (ep->exch_cap >= max)
+        return M2M_ELIMIT;
+    uint32_t nchunks = ep->exch_cap / EXCH_CHUNK;
+    struct exch **v = realloc(ep->exch, (nchunks + 1) * sizeof *v);
+    if (!v)
+        return M2M_ENOMEM;
+    ep->exch = v;
+    struct exch *chunk = calloc(EXCH_CHUNK, sizeof *chunk);
+    if (!chunk)
+        return M2M_ENOMEM;
+    v[nchunks] = chunk;
+    uint32_t base = ep->exch_cap;
+    uint32_t usable = max - base < EXCH_CHUNK ? max - base : EXCH_CHUNK;
+    for (uint32_t i = 0; i < EXCH_CHUNK; i++)
+        m2m_timer_init(&chunk[i].t, T_EXCH);
+    /* Entries past max stay off the free list. */
+    for (uint32_t i = usable; i-- > 0;) {
+        chunk[i].next_free = ep->exch_free;
+        ep->exch_free = base + i;
+    }
+    ep->exch_cap += EXCH_CHUNK;
+    return 0;
+}
+
+/* Exchanges live in chunks that never move (timers point into them), with
+ * a free list, so answering at once costs no allocation. */
 static struct exch *exch_alloc(struct m2m_coap_ep *ep)
 {
-    if (!ep->exch) {
-        uint32_t cap =
-            (uint32_t)(ep->cfg.max_requests < EXCH_INDEX_MASK ? ep->cfg.max_requests : EXCH_INDEX_MASK);
-        ep->exch = calloc(cap ? cap : 1, sizeof *ep->exch);
-        if (!ep->exch)
-            return NULL;
-        ep->exch_cap = cap ? cap : 1;
-        for (uint32_t i = 0; i < ep->exch_cap; i++) {
-            m2m_timer_init(&ep->exch[i].t, T_EXCH);
-            ep->exch[i].next_free = i + 1 < ep->exch_cap ? i + 1 : UINT32_MAX;
-        }
-        ep->exch_free = 0;
-    }
+    if (ep->exch_free == UINT32_MAX && exch_grow(ep))
+        return NULL;
     if (ep->exch_free == UINT32_MAX)
         return NULL;
     uint32_t idx = ep->exch_free;

@@ -301,6 +301,42 @@ static void test_dedup_con_replays_ack(void **state)
     m2m_coap_ep_free(ep);
 }
 
+/* coap.max_pending: requests past the cap get 5.03 at once, and the cap
+ * holds across the chunks exchanges are allocated in. */
+static void test_pending_cap(void **state)
+{
+    (void)state;
+    struct m2m_coap_config c;
+    m2m_coap_config_default(&c);
+    c.max_requests = 70;
+    struct m2m_coap_ep *ep = new_ep(&c, 31);
+    struct m2m_addr peer = test_addr(2);
+    uint32_t first = 0;
+    char hex[64];
+    for (int i = 0; i < 70; i++) {
+        snprintf(hex, sizeof hex, "40 01 10 %02x b1 78", i);
+        coap_feed_hex(ep, i, &peer, hex);
+        uint32_t id = take_request(ep, "/x");
+        if (i == 0)
+            first = id;
+        assert_string_equal(coap_take_hex(ep), "");
+    }
+    coap_feed_hex(ep, 100, &peer, "40 01 10 46 b1 78");
+    expect_no_event(ep);
+    uint8_t out[64];
+    size_t n = coap_take(ep, out, sizeof out, NULL);
+    assert_true(n >= 4);
+    assert_int_equal(out[0], 0x60);                         /* ACK, no token */
+    assert_int_equal(out[1], M2M_COAP_SERVICE_UNAVAILABLE); /* 5.03 */
+    assert_int_equal(out[2] << 8 | out[3], 0x1046);
+    /* One answered exchange frees one slot. */
+    respond_text(ep, first, M2M_COAP_CONTENT, "hi");
+    coap_drain(ep);
+    coap_feed_hex(ep, 200, &peer, "40 01 10 47 b1 78");
+    take_request(ep, "/x");
+    m2m_coap_ep_free(ep);
+}
+
 static void test_dedup_non_ignored(void **state)
 {
     (void)state;
@@ -1082,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_nstart_queues_second_con),
         cmocka_unit_test(test_nstart_two),
         cmocka_unit_test(test_dedup_con_replays_ack),
+        cmocka_unit_test(test_pending_cap),
         cmocka_unit_test(test_dedup_non_ignored),
         cmocka_unit_test(test_dedup_expiry),
         cmocka_unit_test(test_dedup_eviction),
