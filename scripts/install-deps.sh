@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   # libraries (see CMakeLists.txt)
-  libuv1-dev libjansson-dev
+  libuv1-dev libjansson-dev libcbor-dev
   # tests, lint, fuzzing (clang's libFuzzer and sanitizer runtimes)
   libcmocka-dev clang libclang-rt-14-dev cppcheck clang-format
   # third-party peers for interop tests and benchmarks

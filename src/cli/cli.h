@@ -24,6 +24,9 @@ int cmd_bench(int argc, char **argv);
  * line, text as it is, anything else as hex. `fmt` is a CoAP content format
  * or -1. */
 void cli_print_payload(FILE *f, int fmt, const unsigned char *p, size_t n);
+/* CBOR in RFC 8949 diagnostic notation; false if `p` is not one whole CBOR
+ * item. */
+bool cli_print_cbor(FILE *f, const unsigned char *p, size_t n);
 /* Reads "@file" or returns the literal; *buf is malloc'd when a file. */
 int cli_read_payload(const char *arg, unsigned char **buf, size_t *len);
 

@@ -68,6 +68,8 @@ void cli_print_payload(FILE *f, int fmt, const unsigned char *p, size_t n)
         return;
     if (fmt == M2M_COAP_FMT_LINK && printable(p, n) && print_links(f, p, n))
         return;
+    if ((fmt == M2M_COAP_FMT_CBOR || fmt == M2M_COAP_FMT_SENML_CBOR) && cli_print_cbor(f, p, n))
+        return;
     if (fmt == M2M_COAP_FMT_OCTETS || fmt == M2M_COAP_FMT_CBOR || fmt == M2M_COAP_FMT_SENML_CBOR ||
         fmt == M2M_COAP_FMT_LWM2M_TLV || !printable(p, n)) {
         hexdump(f, p, n);

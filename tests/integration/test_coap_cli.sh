@@ -43,6 +43,13 @@ wait "$OBS"; rc=$?
 check "observe ends after 4 messages with exit 0" test $rc -eq 0
 check "observe saw every state in order" test "$(tr '\n' ' ' <"$T/obs.out")" = "21.5 30 31 32 "
 
+printf '\xa2\x61\x6e\x64\x74\x65\x6d\x70\x61\x76\xf9\x4d\x60' >"$T/c.cbor"
+"$M2MKIT" coap put "$U/c" -t cbor -p @"$T/c.cbor"
+check "CBOR printed in diagnostic notation" test "$("$M2MKIT" coap get "$U/c")" = '{"n": "temp", "v": 21.5}'
+check "CBOR raw with -r" cmp -s <("$M2MKIT" coap get -r "$U/c") "$T/c.cbor"
+"$M2MKIT" coap put "$U/j" -t json -p '{"a":[1,2]}'
+check "JSON indented" test "$("$M2MKIT" coap get "$U/j" | wc -l)" -eq 6
+
 check "DELETE" "$M2MKIT" coap delete "$U/big"
 "$M2MKIT" coap get "$U/big" >/dev/null 2>&1; rc=$?
 check "gone after DELETE" test $rc -eq 1
