@@ -65,6 +65,10 @@ printf '\x4f\x01\x12\x34garbage' >/dev/udp/127.0.0.1/"$COAP_PORT"
 head -c 2000 /dev/urandom >/dev/udp/127.0.0.1/"$COAP_PORT"
 check "still serving after garbage" test "$("$M2MKIT" coap get "$U/sensors/temp")" = "32"
 
+out=$("$M2MKIT" bench coap -n 3 -W 2 -d 1 -P 20 -j --mix get:80,put:20 "$U/sensors/temp")
+check "bench coap runs and counts answers" grep -q '"warm_peers":20,.*"errors":0' <<<"$out"
+check "bench coap made requests" test "$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' <<<"$out")" -gt 100
+
 for c in serve coap bench; do
   check "$c --help" bash -c "'$M2MKIT' $c --help | grep -q usage"
 done
