@@ -23,6 +23,8 @@ struct client {
     struct m2m_prng prng;
     uint32_t id;
     bool observe, raw, quiet, finishing;
+    bool established, deregistering;
+    int final_status;
     long count, max_count;
     FILE *out;
     int status;
@@ -120,6 +122,28 @@ static void show(struct client *c, const struct m2m_coap_msg *m)
     fflush(stdout);
 }
 
+static void on_deadline(uv_timer_t *t);
+
+/* Ends an observation with a GET carrying Observe=1 (RFC 7641 §3.6), so the
+ * server forgets us now rather than at its next confirmable notification,
+ * then leaves on its answer or after 2 s. */
+static void stop_observing(struct client *c, int status)
+{
+    if (!c->established || c->deregistering) {
+        if (!c->deregistering)
+            finish(c, status);
+        return;
+    }
+    c->deregistering = true;
+    c->final_status = status;
+    if (m2m_coap_cancel(c->ep, (m2m_time)uv_now(&c->loop), c->id, true)) {
+        finish(c, status);
+        return;
+    }
+    m2m_udp_pump_flush(&c->pump);
+    uv_timer_start(&c->deadline, on_deadline, 2000, 0);
+}
+
 static void on_react(struct m2m_udp_pump *pump, void *ctx)
 {
     struct client *c = ctx;
@@ -128,6 +152,11 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
     while (m2m_coap_ep_poll_event(c->ep, &ev)) {
         if (ev.id != c->id || c->finishing)
             continue;
+        if (c->deregistering) {
+            if (ev.type == M2M_COAP_EV_RESPONSE || ev.type == M2M_COAP_EV_FAILED)
+                finish(c, c->final_status);
+            continue;
+        }
         switch (ev.type) {
         case M2M_COAP_EV_RESPONSE: {
             show(c, &ev.msg);
@@ -136,13 +165,10 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
                 c->observe && status == CLI_OK && m2m_coap_has_opt(&ev.msg, M2M_COAP_OPT_OBSERVE);
             if (c->observe && !observing && status == CLI_OK && !c->quiet)
                 fprintf(stderr, "m2mkit coap: the server did not accept the observation\n");
+            c->established = observing;
             if (observing && (c->max_count < 0 || ++c->count < c->max_count))
                 break;
-            if (observing) {
-                /* Enough notifications: deregister politely, then leave. */
-                m2m_coap_cancel(c->ep, (m2m_time)uv_now(&c->loop), c->id, false);
-            }
-            finish(c, status);
+            stop_observing(c, status);
             break;
         }
         case M2M_COAP_EV_NOTIFY:
@@ -150,8 +176,7 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
             if (M2M_COAP_CODE_CLASS(ev.msg.code) != 2) {
                 finish(c, CLI_PROTO_ERROR);
             } else if (c->max_count >= 0 && ++c->count >= c->max_count) {
-                m2m_coap_cancel(c->ep, (m2m_time)uv_now(&c->loop), c->id, false);
-                finish(c, CLI_OK);
+                stop_observing(c, CLI_OK);
             }
             break;
         case M2M_COAP_EV_FAILED:
@@ -170,20 +195,26 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
 static void on_deadline(uv_timer_t *t)
 {
     struct client *c = t->data;
+    if (c->deregistering) {
+        finish(c, c->final_status);
+        return;
+    }
     if (!c->quiet && !c->observe)
         fprintf(stderr, "m2mkit coap: no answer within the wait time\n");
-    if (c->observe && c->id)
-        m2m_coap_cancel(c->ep, (m2m_time)uv_now(&c->loop), c->id, false);
-    finish(c, c->observe ? CLI_OK : CLI_FAILED);
+    if (c->observe)
+        stop_observing(c, CLI_OK);
+    else
+        finish(c, CLI_FAILED);
 }
 
 static void on_sigint(uv_signal_t *s, int signum)
 {
     struct client *c = s->data;
     (void)signum;
-    if (c->id)
-        m2m_coap_cancel(c->ep, (m2m_time)uv_now(&c->loop), c->id, false);
-    finish(c, c->observe ? CLI_OK : CLI_FAILED);
+    if (c->observe)
+        stop_observing(c, CLI_OK);
+    else
+        finish(c, CLI_FAILED);
 }
 
 static int resolve(const struct m2m_coap_uri *u, struct sockaddr_storage *ss)

@@ -3,7 +3,7 @@
 BUILD=$1
 . "$2/tests/support/lib.sh"
 
-start_m2mkit || { echo "server did not start"; exit 1; }
+start_m2mkit -v || { echo "server did not start"; exit 1; }
 U="coap://127.0.0.1:$COAP_PORT"
 
 out=$("$M2MKIT" coap discover "$U")
@@ -42,6 +42,7 @@ for v in 30 31 32; do "$M2MKIT" coap put "$U/sensors/temp" -p $v; done
 wait "$OBS"; rc=$?
 check "observe ends after 4 messages with exit 0" test $rc -eq 0
 check "observe saw every state in order" test "$(tr '\n' ' ' <"$T/obs.out")" = "21.5 30 31 32 "
+check "observe deregistered itself (GET with Observe=1)" wait_for "observer of /sensors/temp gone" "$SERVER_LOG"
 
 printf '\xa2\x61\x6e\x64\x74\x65\x6d\x70\x61\x76\xf9\x4d\x60' >"$T/c.cbor"
 "$M2MKIT" coap put "$U/c" -t cbor -p @"$T/c.cbor"
