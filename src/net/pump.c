@@ -21,8 +21,9 @@ static m2m_time now_of(struct m2m_udp_pump *p)
 
 static void on_timer(uv_timer_t *t);
 
-/* Sends up to TX_BATCH datagrams with one sendmmsg(2). Returns how many of
- * them left the queue (sent or dropped). */
+/* Sends up to TX_BATCH datagrams, usually with one sendmmsg(2). A datagram
+ * the kernel refuses is counted as dropped and skipped; a full socket buffer
+ * drops the rest of the batch. */
 static void send_batch(struct m2m_udp_pump *p, struct mmsghdr *msgs, struct iovec *iov,
                        const struct m2m_addr *peers, unsigned n)
 {
