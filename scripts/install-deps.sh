@@ -12,7 +12,7 @@ PACKAGES=(
   # tests, lint, fuzzing (clang's libFuzzer and sanitizer runtimes)
   libcmocka-dev clang libclang-rt-14-dev cppcheck clang-format
   # third-party peers for interop tests and benchmarks
-  libcoap3-bin
+  libcoap3-bin mosquitto mosquitto-clients
   # process tools the tests use (pgrep, ss)
   procps iproute2
 )

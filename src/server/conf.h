@@ -42,6 +42,20 @@ struct m2m_conf {
     int64_t coap_max_resources;
     int64_t coap_max_payload;
     int64_t coap_token_length;
+    /* [mqtt] */
+    bool mqtt_enabled;
+    char mqtt_bind[64];
+    char mqtt_bind6[64];
+    int64_t mqtt_port;
+    int64_t mqtt_max_packet_size;
+    int64_t mqtt_receive_maximum;
+    int64_t mqtt_max_inflight;
+    int64_t mqtt_topic_alias_maximum;
+    int64_t mqtt_connect_timeout;
+    int64_t mqtt_max_queued;
+    int64_t mqtt_max_retained;
+    int64_t mqtt_max_write_queue;
+    bool mqtt_allow_anonymous;
 };
 
 extern const struct m2m_conf_key m2m_conf_keys[];

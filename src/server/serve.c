@@ -8,12 +8,15 @@
 
 #include "base/log.h"
 #include "server/coap_service.h"
+#include "server/mqtt_service.h"
 
 struct serve {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     struct m2m_coap_service coap;
-    bool coap_running;
+    struct m2m_mqtt_service mqtt;
+    bool coap_running, mqtt_running;
+    int running; /* services still open */
     const struct m2m_logger *log;
 };
 
@@ -22,11 +25,41 @@ static void close_cb(uv_handle_t *h)
     (void)h;
 }
 
-static void coap_stopped(struct m2m_coap_service *svc)
+/* The last service gone: drop the signal handles so the loop can end. */
+static void service_stopped(struct serve *s)
 {
-    struct serve *s = (struct serve *)((char *)svc - offsetof(struct serve, coap));
+    if (--s->running > 0)
+        return;
     uv_close((uv_handle_t *)&s->sigint, close_cb);
     uv_close((uv_handle_t *)&s->sigterm, close_cb);
+}
+
+static void coap_stopped(struct m2m_coap_service *svc)
+{
+    service_stopped((struct serve *)((char *)svc - offsetof(struct serve, coap)));
+}
+
+static void mqtt_stopped(struct m2m_mqtt_service *svc)
+{
+    service_stopped((struct serve *)((char *)svc - offsetof(struct serve, mqtt)));
+}
+
+static void stop_all(struct serve *s)
+{
+    uv_signal_stop(&s->sigint);
+    uv_signal_stop(&s->sigterm);
+    /* One count for this function, so that services stopping at once do not
+     * close the signals twice. */
+    s->running++;
+    if (s->coap_running) {
+        s->coap_running = false;
+        m2m_coap_service_stop(&s->coap, coap_stopped);
+    }
+    if (s->mqtt_running) {
+        s->mqtt_running = false;
+        m2m_mqtt_service_stop(&s->mqtt, mqtt_stopped);
+    }
+    service_stopped(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -34,14 +67,7 @@ static void on_signal(uv_signal_t *h, int signum)
     struct serve *s = h->data;
     m2m_log(s->log, M2M_LOG_INFO, "serve", NULL, "%s received, shutting down",
             signum == SIGINT ? "SIGINT" : "SIGTERM");
-    uv_signal_stop(&s->sigint);
-    uv_signal_stop(&s->sigterm);
-    if (s->coap_running) {
-        s->coap_running = false;
-        m2m_coap_service_stop(&s->coap, coap_stopped);
-    } else {
-        coap_stopped(&s->coap);
-    }
+    stop_all(s);
 }
 
 /* mkdir -p */
@@ -64,6 +90,13 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+static void listening(const struct m2m_logger *log, const char *proto, const char *kind, const char *v4,
+                      const char *v6, int port)
+{
+    m2m_log(log, M2M_LOG_INFO, proto, NULL, "listening on %s %s%s%s port %d", kind, v4,
+            v4[0] && v6[0] ? " and " : "", v6, port);
+}
+
 int m2m_serve_run(const struct m2m_conf *conf, const struct m2m_logger *log)
 {
     struct serve s;
@@ -81,25 +114,32 @@ int m2m_serve_run(const struct m2m_conf *conf, const struct m2m_logger *log)
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     int status = 0;
+    char err[200] = "";
     if (conf->coap_enabled) {
         uint64_t seed;
         uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL);
-        char err[200] = "";
-        int rc = m2m_coap_service_start(&s.coap, &s.loop, conf, log, seed, err, sizeof err);
-        if (rc) {
+        if (m2m_coap_service_start(&s.coap, &s.loop, conf, log, seed, err, sizeof err)) {
             m2m_log(log, M2M_LOG_ERROR, "coap", NULL, "%s", err);
             status = 1;
-            uv_signal_stop(&s.sigint);
-            uv_signal_stop(&s.sigterm);
-            coap_stopped(&s.coap);
         } else {
             s.coap_running = true;
-            m2m_log(log, M2M_LOG_INFO, "coap", NULL, "listening on udp %s%s%s port %d", conf->coap_bind,
-                    conf->coap_bind[0] && conf->coap_bind6[0] ? " and " : "", conf->coap_bind6,
-                    m2m_coap_service_port(&s.coap));
+            s.running++;
+            listening(log, "coap", "udp", conf->coap_bind, conf->coap_bind6, m2m_coap_service_port(&s.coap));
         }
     }
-    if (!status)
+    if (!status && conf->mqtt_enabled) {
+        if (m2m_mqtt_service_start(&s.mqtt, &s.loop, conf, log, err, sizeof err)) {
+            m2m_log(log, M2M_LOG_ERROR, "mqtt", NULL, "%s", err);
+            status = 1;
+        } else {
+            s.mqtt_running = true;
+            s.running++;
+            listening(log, "mqtt", "tcp", conf->mqtt_bind, conf->mqtt_bind6, m2m_mqtt_service_port(&s.mqtt));
+        }
+    }
+    if (status)
+        stop_all(&s);
+    else
         m2m_log(log, M2M_LOG_INFO, "serve", NULL, "ready (data in %s)", conf->data_dir);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);

@@ -1,0 +1,37 @@
+/* The MQTT part of `m2mkit serve`: TCP listeners on IPv4 and IPv6, one
+ * session core per connection, and the broker that routes between them. */
+#ifndef M2M_SERVER_MQTT_SERVICE_H
+#define M2M_SERVER_MQTT_SERVICE_H
+
+#include <uv.h>
+
+#include "net/tcp.h"
+#include "server/conf.h"
+
+#define M2M_MQTT_LISTENERS 2
+
+struct m2m_broker;
+struct mqtt_io;
+
+struct m2m_mqtt_service {
+    struct m2m_tcp_listener lis[M2M_MQTT_LISTENERS];
+    int n;
+    int closing;
+    uv_loop_t *loop;
+    uv_async_t kick; /* processes clients the broker woke while serving another */
+    struct m2m_broker *broker;
+    const struct m2m_conf *conf;
+    const struct m2m_logger *log;
+    struct mqtt_io *clients; /* every open connection */
+    struct mqtt_io *woken;
+    void (*stopped_cb)(struct m2m_mqtt_service *svc);
+};
+
+int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const struct m2m_conf *conf,
+                           const struct m2m_logger *log, char *err, size_t errcap);
+int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc);
+/* Closes the listeners and every connection (their wills are published as
+ * for any lost connection); `cb` runs when all is closed. */
+void m2m_mqtt_service_stop(struct m2m_mqtt_service *svc, void (*cb)(struct m2m_mqtt_service *svc));
+
+#endif
