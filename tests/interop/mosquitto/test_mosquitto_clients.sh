@@ -60,4 +60,13 @@ pub -t '$SYS/x' -m sys
 pub -t 'normal' -m visible
 check "# does not match \$SYS" bash -c "! timeout 3 mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t '#' -W 1 2>/dev/null | grep -q sys"
 
+# Shutdown with clients still connected is clean (and leak-free under ASan).
+timeout 20 mosquitto_sub "${H[@]}" -t 'held/#' -q 1 -c -i holder >/dev/null 2>&1 &
+PIDS+=($!)
+sleep 0.3
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID"; rc=$?
+check "SIGTERM with clients connected: exit 0" test $rc -eq 0
+check "no sanitizer report" bash -c "! grep -q 'Sanitizer' '$SERVER_LOG'"
+
 finish
