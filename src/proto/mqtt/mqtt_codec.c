@@ -7,6 +7,7 @@
 #include "base/utf8.h"
 #include "base/varint.h"
 #include "m2m/mqtt.h"
+#include "mqtt_internal.h"
 
 #define RC_MALFORMED M2M_MQTT_RC_MALFORMED_PACKET
 #define RC_PROTOCOL M2M_MQTT_RC_PROTOCOL_ERROR
@@ -61,24 +62,6 @@ int m2m_mqtt_frame(const uint8_t *p, size_t n, size_t max_packet, size_t *total)
 
 /* ---- decoder ------------------------------------------------------------ */
 
-/* UTF-8 Encoded String (§1.5.4, [MQTT-1.5.4-1], [MQTT-1.5.4-2]). */
-static int read_str(struct m2m_rcur *c, struct m2m_slice *s)
-{
-    uint16_t len;
-    if (m2m_rcur_be16(c, &len) || m2m_rcur_take(c, len, s))
-        return M2M_EMALFORMED;
-    return m2m_utf8_valid(s->p, s->n, M2M_UTF8_NO_NUL) ? 0 : M2M_EMALFORMED;
-}
-
-/* Binary Data (§1.5.6). */
-static int read_bin(struct m2m_rcur *c, struct m2m_slice *s)
-{
-    uint16_t len;
-    if (m2m_rcur_be16(c, &len) || m2m_rcur_take(c, len, s))
-        return M2M_EMALFORMED;
-    return 0;
-}
-
 /* A property block: its length, then m2m_mqtt_props_decode. Nothing in 3.1.1. */
 static int read_props(struct m2m_rcur *c, uint8_t ver, unsigned ctx, struct m2m_mqtt_props *pr,
                       struct m2m_mqtt_diag *d)
@@ -106,7 +89,7 @@ static int dec_connect(struct m2m_mqtt_packet *pkt, struct m2m_rcur *c, struct m
     struct m2m_mqtt_connect *m = &pkt->u.connect;
     struct m2m_slice name;
     uint8_t level, fl;
-    if (read_str(c, &name))
+    if (mqtt_read_str(c, &name))
         return MALFORMED("MQTT-3.1.2.1 protocol name");
     if (name.n != 4 || memcmp(name.p, "MQTT", 4) != 0)
         return fail(d, M2M_EUNSUPPORTED, M2M_MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION, "MQTT-3.1.2-1");
@@ -136,20 +119,20 @@ static int dec_connect(struct m2m_mqtt_packet *pkt, struct m2m_rcur *c, struct m
     int rc = read_props(c, level, M2M_MQTT_CONNECT, &m->props, d);
     if (rc)
         return rc;
-    if (read_str(c, &m->client_id))
+    if (mqtt_read_str(c, &m->client_id))
         return MALFORMED("MQTT-3.1.3-4 client identifier");
     if (m->will) {
         rc = read_props(c, level, M2M_MQTT_CTX_WILL, &m->will_props, d);
         if (rc)
             return rc;
-        if (read_str(c, &m->will_topic) || read_bin(c, &m->will_payload))
+        if (mqtt_read_str(c, &m->will_topic) || mqtt_read_bin(c, &m->will_payload))
             return MALFORMED("MQTT-3.1.3-11 will topic and payload");
         if (!m2m_mqtt_topic_valid(m->will_topic))
             return fail(d, M2M_EMALFORMED, M2M_MQTT_RC_TOPIC_NAME_INVALID, "MQTT-3.3.2-2 will topic");
     }
-    if (m->has_username && read_str(c, &m->username))
+    if (m->has_username && mqtt_read_str(c, &m->username))
         return MALFORMED("MQTT-3.1.3-12 user name");
-    if (m->has_password && read_bin(c, &m->password))
+    if (m->has_password && mqtt_read_bin(c, &m->password))
         return MALFORMED("MQTT-3.1.3.6 password");
     return 0;
 }
@@ -182,7 +165,7 @@ static int dec_publish(struct m2m_mqtt_packet *pkt, uint8_t fl, struct m2m_rcur 
         return MALFORMED("MQTT-3.3.1-4");
     if (m->qos == 0 && m->dup)
         return MALFORMED("MQTT-3.3.1-2");
-    if (read_str(c, &m->topic))
+    if (mqtt_read_str(c, &m->topic))
         return MALFORMED("MQTT-3.3.2-1 topic name");
     if (m->topic.n && !m2m_mqtt_topic_valid(m->topic))
         return fail(d, M2M_EMALFORMED, M2M_MQTT_RC_TOPIC_NAME_INVALID, "MQTT-3.3.2-2");
@@ -227,7 +210,7 @@ static int dec_subscribe(struct m2m_mqtt_packet *pkt, struct m2m_rcur *c, struct
             return fail(d, M2M_ELIMIT, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC, "topic filter cap");
         struct m2m_mqtt_subscription *s = &m->sub[m->n++];
         uint8_t o;
-        if (read_str(c, &s->filter) || m2m_rcur_u8(c, &o))
+        if (mqtt_read_str(c, &s->filter) || m2m_rcur_u8(c, &o))
             return MALFORMED("MQTT-3.8.3-1 topic filter");
         if (!m2m_mqtt_filter_valid(s->filter))
             return fail(d, M2M_EMALFORMED, M2M_MQTT_RC_TOPIC_FILTER_INVALID, "MQTT-4.7.1 topic filter");
@@ -285,7 +268,7 @@ static int dec_unsubscribe(struct m2m_mqtt_packet *pkt, struct m2m_rcur *c, stru
         if (m->n == M2M_MQTT_MAX_FILTERS)
             return fail(d, M2M_ELIMIT, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC, "topic filter cap");
         struct m2m_slice *f = &m->filter[m->n++];
-        if (read_str(c, f))
+        if (mqtt_read_str(c, f))
             return MALFORMED("MQTT-3.10.3-1 topic filter");
         if (!m2m_mqtt_filter_valid(*f))
             return fail(d, M2M_EMALFORMED, M2M_MQTT_RC_TOPIC_FILTER_INVALID, "MQTT-4.7.1 topic filter");

@@ -6,6 +6,7 @@
 #include "base/utf8.h"
 #include "base/varint.h"
 #include "m2m/mqtt.h"
+#include "mqtt_internal.h"
 
 #define W(t) (1u << (t))
 #define WILL W(M2M_MQTT_CTX_WILL)
@@ -76,24 +77,6 @@ static int fail(struct m2m_mqtt_diag *d, int rc, uint8_t reason, const char *rul
     return rc;
 }
 
-/* A length-prefixed UTF-8 string (§1.5.4): well formed, no U+0000
- * ([MQTT-1.5.4-1], [MQTT-1.5.4-2]). */
-static int read_str(struct m2m_rcur *c, struct m2m_slice *s)
-{
-    uint16_t len;
-    if (m2m_rcur_be16(c, &len) || m2m_rcur_take(c, len, s))
-        return M2M_EMALFORMED;
-    return m2m_utf8_valid(s->p, s->n, M2M_UTF8_NO_NUL) ? 0 : M2M_EMALFORMED;
-}
-
-static int read_bin(struct m2m_rcur *c, struct m2m_slice *s)
-{
-    uint16_t len;
-    if (m2m_rcur_be16(c, &len) || m2m_rcur_take(c, len, s))
-        return M2M_EMALFORMED;
-    return 0;
-}
-
 static int read_u32(struct m2m_rcur *c, uint32_t *v)
 {
     uint16_t hi, lo;
@@ -141,9 +124,11 @@ int m2m_mqtt_props_decode(struct m2m_mqtt_props *pr, unsigned ctx, const uint8_t
         case M2M_MQTT_PT_U16: rc = m2m_rcur_be16(&c, &w); break;
         case M2M_MQTT_PT_U32: rc = read_u32(&c, &v); break;
         case M2M_MQTT_PT_VARINT: rc = m2m_varint_read(&c, 4, &v); break;
-        case M2M_MQTT_PT_STRING: rc = read_str(&c, &s); break;
-        case M2M_MQTT_PT_BINARY: rc = read_bin(&c, &s); break;
-        case M2M_MQTT_PT_PAIR: rc = read_str(&c, &s) || read_str(&c, &s2) ? M2M_EMALFORMED : 0; break;
+        case M2M_MQTT_PT_STRING: rc = mqtt_read_str(&c, &s); break;
+        case M2M_MQTT_PT_BINARY: rc = mqtt_read_bin(&c, &s); break;
+        case M2M_MQTT_PT_PAIR:
+            rc = mqtt_read_str(&c, &s) || mqtt_read_str(&c, &s2) ? M2M_EMALFORMED : 0;
+            break;
         default: rc = M2M_EMALFORMED; break;
         }
         if (rc)
@@ -228,9 +213,9 @@ bool m2m_mqtt_user_next(struct m2m_mqtt_user_iter *it, struct m2m_mqtt_pair *out
         case M2M_MQTT_PT_U32: rc = read_u32(&c, &v); break;
         case M2M_MQTT_PT_VARINT: rc = m2m_varint_read(&c, 4, &v); break;
         case M2M_MQTT_PT_STRING:
-        case M2M_MQTT_PT_BINARY: rc = read_bin(&c, &s); break;
+        case M2M_MQTT_PT_BINARY: rc = mqtt_read_bin(&c, &s); break;
         case M2M_MQTT_PT_PAIR:
-            if (read_bin(&c, &s) || read_bin(&c, &s2))
+            if (mqtt_read_bin(&c, &s) || mqtt_read_bin(&c, &s2))
                 goto end;
             out->name = s;
             out->value = s2;
