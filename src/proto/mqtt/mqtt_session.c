@@ -232,11 +232,17 @@ static struct ev_node *ev_push(struct m2m_mqtt_conn *c, enum m2m_mqtt_conn_event
     return e;
 }
 
+static void process(struct m2m_mqtt_conn *c);
+
 bool m2m_mqtt_conn_poll_event(struct m2m_mqtt_conn *c, struct m2m_mqtt_conn_event *ev)
 {
     ev_node_free(c->ev_cur);
     c->ev_cur = NULL;
     struct ev_node *e = c->ev_head;
+    if (!e && c->in_len && (c->st == ST_AWAIT_CONNECT || c->st == ST_CONNECTED)) {
+        process(c); /* input left buffered while the queue was full */
+        e = c->ev_head;
+    }
     if (!e)
         return false;
     c->ev_head = e->next;
@@ -536,11 +542,13 @@ static void on_packet(struct m2m_mqtt_conn *c, const uint8_t *raw, size_t len)
 }
 
 /* Handles the complete packets buffered in c->in, unless an answer to
- * CONNECT is pending. */
+ * CONNECT is pending. Parsing pauses while max_events events wait: the rest
+ * stays buffered and is parsed as the application polls (backpressure on a
+ * fast publisher instead of a closed connection). */
 static void process(struct m2m_mqtt_conn *c)
 {
     size_t off = 0;
-    while (c->st == ST_AWAIT_CONNECT || c->st == ST_CONNECTED) {
+    while ((c->st == ST_AWAIT_CONNECT || c->st == ST_CONNECTED) && c->nev < c->cfg.max_events) {
         size_t total = 0;
         int rc = m2m_mqtt_frame(c->in + off, c->in_len - off, c->cfg.max_packet_size, &total);
         if (rc == M2M_EAGAIN)
@@ -571,7 +579,8 @@ int m2m_mqtt_conn_feed(struct m2m_mqtt_conn *c, m2m_time now, const uint8_t *p, 
     while (n && c->st != ST_CLOSED) {
         size_t k = c->in_cap - c->in_len;
         if (k == 0) {
-            /* Only reachable while a CONNECT awaits its answer. */
+            /* Reachable while a CONNECT awaits its answer, or when the
+             * application leaves a full event queue unread. */
             conn_close(c, M2M_ELIMIT, 0);
             break;
         }
