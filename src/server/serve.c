@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "base/hmap.h"
 #include "base/log.h"
 #include "server/coap_service.h"
 #include "server/mqtt_service.h"
@@ -36,12 +37,12 @@ static void service_stopped(struct serve *s)
 
 static void coap_stopped(struct m2m_coap_service *svc)
 {
-    service_stopped((struct serve *)((char *)svc - offsetof(struct serve, coap)));
+    service_stopped(M2M_CONTAINER_OF(svc, struct serve, coap));
 }
 
 static void mqtt_stopped(struct m2m_mqtt_service *svc)
 {
-    service_stopped((struct serve *)((char *)svc - offsetof(struct serve, mqtt)));
+    service_stopped(M2M_CONTAINER_OF(svc, struct serve, mqtt));
 }
 
 static void stop_all(struct serve *s)

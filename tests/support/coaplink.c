@@ -10,6 +10,17 @@
 
 #include "vclock.h"
 
+static struct m2m_prng test_prng;
+
+struct m2m_coap_ep *coap_test_ep(struct m2m_coap_config *c, uint64_t seed)
+{
+    m2m_prng_seed(&test_prng, seed);
+    c->rng = m2m_prng_rng(&test_prng);
+    struct m2m_coap_ep *ep = m2m_coap_ep_new(c);
+    assert_non_null(ep);
+    return ep;
+}
+
 /* ---- scripted peer ------------------------------------------------------ */
 
 void coap_feed_hex(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr *from, const char *hex)

@@ -17,6 +17,11 @@
 #include "base/prng.h"
 #include "m2m/coap.h"
 
+/* An endpoint from `c` with a deterministic RNG seeded with `seed`. The RNG
+ * state is shared by every endpoint this returns: tests that need two
+ * independent endpoints use clink_init. */
+struct m2m_coap_ep *coap_test_ep(struct m2m_coap_config *c, uint64_t seed);
+
 /* ---- scripted peer ------------------------------------------------------ */
 
 /* Feeds the datagram written as hex ("40 01 12 34 ...") from `from`. */

@@ -331,19 +331,13 @@ static void test_block1_too_large_over_link(void **state)
 }
 
 /* Block1 refusals, byte for byte, against a scripted client. */
-static struct m2m_prng g_prng;
-
 static struct m2m_coap_ep *server_ep(size_t max_body)
 {
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     if (max_body)
         c.max_body = max_body;
-    m2m_prng_seed(&g_prng, 99);
-    c.rng = m2m_prng_rng(&g_prng);
-    struct m2m_coap_ep *ep = m2m_coap_ep_new(&c);
-    assert_non_null(ep);
-    return ep;
+    return coap_test_ep(&c, 99);
 }
 
 #define SIXTEEN "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f"

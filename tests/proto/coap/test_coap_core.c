@@ -15,22 +15,11 @@
 #include "m2m/coap.h"
 #include "vclock.h"
 
-static struct m2m_prng g_prng;
-
-static struct m2m_coap_ep *new_ep(struct m2m_coap_config *c, uint64_t seed)
-{
-    m2m_prng_seed(&g_prng, seed);
-    c->rng = m2m_prng_rng(&g_prng);
-    struct m2m_coap_ep *ep = m2m_coap_ep_new(c);
-    assert_non_null(ep);
-    return ep;
-}
-
 static struct m2m_coap_ep *default_ep(uint64_t seed)
 {
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
-    return new_ep(&c, seed);
+    return coap_test_ep(&c, seed);
 }
 
 static void get_req(struct m2m_coap_msg *m, uint8_t type, const char *path)
@@ -151,7 +140,7 @@ static void test_con_schedule_params(void **state)
     c.tx.ack_timeout_ms = 500;
     c.tx.ack_random_factor_pm = 1000;
     c.tx.max_retransmit = 2;
-    struct m2m_coap_ep *ep = new_ep(&c, 7);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 7);
     m2m_time T;
     run_schedule(ep, 2, &T);
     assert_int_equal(T, 500); /* random factor 1.0: exactly ACK_TIMEOUT */
@@ -159,7 +148,7 @@ static void test_con_schedule_params(void **state)
 
     c.tx.ack_timeout_ms = 1000;
     c.tx.max_retransmit = 0;
-    ep = new_ep(&c, 8);
+    ep = coap_test_ep(&c, 8);
     run_schedule(ep, 0, &T);
     assert_int_equal(T, 1000);
     m2m_coap_ep_free(ep);
@@ -167,7 +156,7 @@ static void test_con_schedule_params(void **state)
     c.tx.ack_timeout_ms = 300;
     c.tx.ack_random_factor_pm = 2000;
     c.tx.max_retransmit = 6;
-    ep = new_ep(&c, 9);
+    ep = coap_test_ep(&c, 9);
     run_schedule(ep, 6, &T);
     assert_in_range(T, 300, 600);
     m2m_coap_ep_free(ep);
@@ -235,7 +224,7 @@ static void test_nstart_two(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.tx.nstart = 2;
-    struct m2m_coap_ep *ep = new_ep(&c, 12);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 12);
     struct m2m_addr peer = test_addr(2);
     struct m2m_coap_msg req;
     uint32_t id;
@@ -309,7 +298,7 @@ static void test_pending_cap(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.max_requests = 70;
-    struct m2m_coap_ep *ep = new_ep(&c, 31);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 31);
     struct m2m_addr peer = test_addr(2);
     uint32_t first = 0;
     char hex[64];
@@ -411,7 +400,7 @@ static void test_dedup_eviction(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.max_dedup = 2;
-    struct m2m_coap_ep *ep = new_ep(&c, 24);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 24);
     struct m2m_addr peer = test_addr(2);
     const char *reqs[] = {"42 01 00 01 a1 b2 b1 78", "42 01 00 02 a1 b2 b1 78", "42 01 00 03 a1 b2 b1 78"};
     for (int i = 0; i < 3; i++) {
@@ -838,7 +827,7 @@ static void test_probing_rate(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.tx.probing_rate = 4; /* bytes per second */
-    struct m2m_coap_ep *ep = new_ep(&c, 61);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 61);
     struct m2m_addr peer = test_addr(2);
     struct m2m_coap_msg req;
     uint32_t id;
@@ -878,7 +867,7 @@ static void test_probing_rate(void **state)
 
     /* Hearing from the peer starts a new account: the next held NON goes at
      * once, the one after it is paced again. */
-    ep = new_ep(&c, 62);
+    ep = coap_test_ep(&c, 62);
     for (int i = 0; i < 3; i++) {
         get_req(&req, M2M_COAP_NON, "/sensor");
         assert_int_equal(m2m_coap_request(ep, 0, &peer, &req, &id), 0);
@@ -1033,7 +1022,7 @@ static void test_output_stays_valid(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.tx.probing_rate = 1000000;
-    struct m2m_coap_ep *ep = new_ep(&c, 91);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 91);
     static uint8_t body[1000];
     memset(body, 0x5a, sizeof body);
     struct m2m_coap_msg req;
@@ -1073,7 +1062,7 @@ static void test_free_with_live_state(void **state)
     (void)state;
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
-    struct m2m_coap_ep *ep = new_ep(&c, 81);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 81);
     struct m2m_addr peer = test_addr(2), other = test_addr(3);
     struct m2m_coap_msg req;
     uint32_t id;

@@ -16,17 +16,6 @@
 #include "m2m/coap.h"
 #include "vclock.h"
 
-static struct m2m_prng g_prng;
-
-static struct m2m_coap_ep *new_ep(struct m2m_coap_config *c, uint64_t seed)
-{
-    m2m_prng_seed(&g_prng, seed);
-    c->rng = m2m_prng_rng(&g_prng);
-    struct m2m_coap_ep *ep = m2m_coap_ep_new(c);
-    assert_non_null(ep);
-    return ep;
-}
-
 /* Most server tests want NON notifications to go at once, which the default
  * PROBING_RATE of 1 byte/s towards a silent observer would not allow. */
 static struct m2m_coap_ep *fast_ep(uint64_t seed)
@@ -34,7 +23,7 @@ static struct m2m_coap_ep *fast_ep(uint64_t seed)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.tx.probing_rate = 1000000;
-    return new_ep(&c, seed);
+    return coap_test_ep(&c, seed);
 }
 
 struct dg {
@@ -239,7 +228,7 @@ static void run_con_every(uint32_t every)
     m2m_coap_config_default(&c);
     c.tx.probing_rate = 1000000;
     c.notify_con_every_ms = every;
-    struct m2m_coap_ep *ep = new_ep(&c, 4);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 4);
     struct m2m_addr peer = test_addr(2);
     struct dg d;
     char hex[32];
@@ -411,7 +400,7 @@ static void test_min_interval_coalesces(void **state)
     m2m_coap_config_default(&c);
     c.tx.probing_rate = 1000000;
     c.notify_min_interval_ms = 5000;
-    struct m2m_coap_ep *ep = new_ep(&c, 7);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 7);
     struct m2m_addr peer = test_addr(2);
     struct dg d;
     do_register(ep, 0, &peer, 0x1234, 0xa1, 0xb2, 'x', &d);
@@ -454,7 +443,7 @@ static void test_non_notifications_not_probing_limited(void **state)
     (void)state;
     struct m2m_coap_config c;
     m2m_coap_config_default(&c); /* PROBING_RATE 1 byte/s */
-    struct m2m_coap_ep *ep = new_ep(&c, 8);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 8);
     struct m2m_addr peer = test_addr(2);
     struct dg d;
     do_register(ep, 0, &peer, 0x1234, 0xa1, 0xb2, 'x', &d);
@@ -628,7 +617,7 @@ static void test_max_observers(void **state)
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
     c.max_observers = 1;
-    struct m2m_coap_ep *ep = new_ep(&c, 16);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 16);
     struct m2m_addr p2 = test_addr(2), p3 = test_addr(3);
     struct dg d;
     do_register(ep, 0, &p2, 0x1000, 0xa1, 0xb2, 'x', &d);
@@ -660,7 +649,7 @@ static void start_observe(struct obs_client *oc, uint64_t seed, m2m_time now, ui
 {
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
-    oc->ep = new_ep(&c, seed);
+    oc->ep = coap_test_ep(&c, seed);
     oc->srv = test_addr(9);
     struct m2m_coap_msg req;
     m2m_coap_msg_init(&req, type, M2M_COAP_GET);
@@ -872,7 +861,7 @@ static void test_client_observe_refused(void **state)
     (void)state;
     struct m2m_coap_config c;
     m2m_coap_config_default(&c);
-    struct m2m_coap_ep *ep = new_ep(&c, 25);
+    struct m2m_coap_ep *ep = coap_test_ep(&c, 25);
     struct m2m_addr srv = test_addr(9);
     struct m2m_coap_msg req;
     uint32_t id;
