@@ -8,11 +8,11 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   # libraries (see CMakeLists.txt)
-  libuv1-dev libjansson-dev libcbor-dev
+  libuv1-dev libjansson-dev libcbor-dev libsqlite3-dev libssl-dev libwslay-dev
   # tests, lint, fuzzing (clang's libFuzzer and sanitizer runtimes)
   libcmocka-dev clang libclang-rt-14-dev cppcheck clang-format
   # third-party peers for interop tests and benchmarks
-  libcoap3-bin mosquitto mosquitto-clients
+  libcoap3-bin mosquitto mosquitto-clients python3-paho-mqtt
   # process tools the tests use (pgrep, ss)
   procps iproute2
 )

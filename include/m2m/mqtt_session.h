@@ -33,16 +33,19 @@ struct m2m_mqtt_conn_config {
     uint16_t server_keep_alive;   /* v5: forced keep alive in seconds [0: the client's] */
     uint16_t max_events;          /* queued events before the connection is closed [256] */
     size_t max_output;            /* pending output bytes [4 * max_packet_size + 65536] */
+    uint16_t out_topic_aliases;   /* v5: topic aliases we assign towards the client, at most its
+                                     Topic Alias Maximum and 64 [0: none] */
 };
 
 enum m2m_mqtt_conn_event_type {
-    M2M_MQTT_EV_CONNECT = 1,  /* answer with m2m_mqtt_conn_accept or _refuse */
-    M2M_MQTT_EV_PUBLISH,      /* inbound; QoS>0 needs m2m_mqtt_conn_ack */
-    M2M_MQTT_EV_PUBLISH_DONE, /* outbound QoS>0 message `packet_id` completed */
-    M2M_MQTT_EV_SUBSCRIBE,    /* answer with m2m_mqtt_conn_suback */
-    M2M_MQTT_EV_UNSUBSCRIBE,  /* answer with m2m_mqtt_conn_unsuback */
-    M2M_MQTT_EV_DISCONNECT,   /* the client sent DISCONNECT: close the connection */
-    M2M_MQTT_EV_CLOSED        /* the core gave up: write pending output, then close */
+    M2M_MQTT_EV_CONNECT = 1,      /* answer with m2m_mqtt_conn_accept or _refuse */
+    M2M_MQTT_EV_PUBLISH,          /* inbound; QoS>0 needs m2m_mqtt_conn_ack */
+    M2M_MQTT_EV_PUBLISH_DONE,     /* outbound QoS>0 message `packet_id` completed */
+    M2M_MQTT_EV_PUBLISH_RELEASED, /* outbound QoS 2 `packet_id`: PUBREC came, PUBREL sent */
+    M2M_MQTT_EV_SUBSCRIBE,        /* answer with m2m_mqtt_conn_suback */
+    M2M_MQTT_EV_UNSUBSCRIBE,      /* answer with m2m_mqtt_conn_unsuback */
+    M2M_MQTT_EV_DISCONNECT,       /* the client sent DISCONNECT: close the connection */
+    M2M_MQTT_EV_CLOSED            /* the core gave up: write pending output, then close */
 };
 
 /* One event. The pointers and slices stay valid until the next
@@ -60,8 +63,10 @@ struct m2m_mqtt_conn_event {
     /* DISCONNECT: the client's reason code. CLOSED: the v5 reason code we sent
      * in DISCONNECT or a refusing CONNACK, 0 when none was sent. */
     uint8_t reason;
-    bool publish_will; /* DISCONNECT, CLOSED: the Will Message must be published */
-    int err;           /* CLOSED: M2M_EMALFORMED, M2M_ETIMEDOUT, M2M_ELIMIT, M2M_ESTATE... */
+    bool publish_will;       /* DISCONNECT, CLOSED: the Will Message must be published */
+    bool has_session_expiry; /* DISCONNECT (v5): the client set a new Session Expiry Interval */
+    uint32_t session_expiry;
+    int err; /* CLOSED: M2M_EMALFORMED, M2M_ETIMEDOUT, M2M_ELIMIT, M2M_ESTATE... */
 };
 
 /* Allocates a connection in the "awaiting CONNECT" state. NULL on bad
@@ -120,6 +125,20 @@ int m2m_mqtt_conn_unsuback(struct m2m_mqtt_conn *conn, uint16_t packet_id, const
 int m2m_mqtt_conn_publish(struct m2m_mqtt_conn *conn, m2m_time now, struct m2m_slice topic,
                           struct m2m_slice payload, uint8_t qos, bool retain,
                           const struct m2m_mqtt_props *props, uint16_t *packet_id);
+
+/* Sends again, on a new connection of the same session, an outbound QoS>0
+ * message of an earlier one, with its packet id and DUP set
+ * [MQTT-4.4.0-1]; with `released` (QoS 2 whose PUBREC came) only PUBREL is
+ * sent [MQTT-4.3.3-5]. Errors as m2m_mqtt_conn_publish, and M2M_EEXIST when
+ * packet_id is in flight already. */
+int m2m_mqtt_conn_restore(struct m2m_mqtt_conn *conn, m2m_time now, struct m2m_slice topic,
+                          struct m2m_slice payload, uint8_t qos, bool retain,
+                          const struct m2m_mqtt_props *props, uint16_t packet_id, bool released);
+
+/* Server-initiated end: v5 clients get DISCONNECT with `reason` (for
+ * example 0x8E Session taken over, 0x8B Server shutting down); a CLOSED
+ * event follows. M2M_ESTATE when closed already. */
+int m2m_mqtt_conn_disconnect(struct m2m_mqtt_conn *conn, uint8_t reason);
 
 /* Re-sends every unacknowledged outbound QoS>0 message with DUP=1 and every
  * pending PUBREL, in the original order (session resume, [MQTT-4.4.0-1]). */

@@ -55,7 +55,17 @@ struct m2m_conf {
     int64_t mqtt_max_queued;
     int64_t mqtt_max_retained;
     int64_t mqtt_max_write_queue;
-    bool mqtt_allow_anonymous;
+    int64_t mqtt_max_queued_bytes;
+    int64_t mqtt_max_session_expiry;
+    int64_t mqtt_out_topic_aliases;
+    int64_t mqtt_sys_interval;
+    char mqtt_allow_anonymous[16];
+    char mqtt_password_file[256];
+    char mqtt_acl_file[256];
+    bool mqtt_persistence;
+    char mqtt_store_sync[16];
+    bool mqtt_ws_enabled;
+    int64_t mqtt_ws_port;
 };
 
 extern const struct m2m_conf_key m2m_conf_keys[];

@@ -1,20 +1,12 @@
-/* MQTT broker routing. See mqtt_broker.h.
- *
- * Data layout, correctness first: sessions, subscriptions, shared groups and
- * retained messages live in plain linked lists / arrays, and routing a
- * PUBLISH scans every session and every subscription linearly. That is
- * O(sessions * subscriptions) per message, acceptable for now; a topic tree
- * and an m2m_hmap keyed by client id are the obvious next step.
+/* MQTT broker: sessions, delivery and the answers to each client's events.
+ * See mqtt_broker.h; the subscription tree is in mqtt_broker_tree.c, the
+ * store glue in mqtt_broker_persist.c, $SYS in mqtt_broker_sys.c.
  *
  * A message is stored once (struct msg, reference counted) and shared by
- * every session queue and in-flight list that holds it.
- *
- * Known limits: v5 Will Delay and Message Expiry are ignored (the will is
- * published at detach); the v5 Session Expiry sent in DISCONNECT is not
- * applied; in-flight messages of a previous connection are re-sent as new
- * PUBLISH packets (new packet id, DUP 0) on the next connection, because
- * m2m_mqtt_conn_resend only covers the same conn; Subscription Identifiers
- * are not forwarded. */
+ * every session queue and in-flight list that holds it. Sessions are found
+ * by client id in a keyed hash map; routing walks the subscription tree and
+ * gathers, per session, the highest granted QoS and every Subscription
+ * Identifier, so each session gets one copy [MQTT-3.3.4-2]. */
 #include "server/mqtt_broker.h"
 
 #include <stdio.h>
@@ -22,93 +14,18 @@
 #include <string.h>
 
 #include "m2m/mqtt.h"
+#include "server/mqtt_auth.h"
+#include "server/mqtt_broker_internal.h"
+#include "store/mqtt_store.h"
 
 #define DEFAULT_MAX_QUEUED 1000
+#define DEFAULT_MAX_QUEUED_BYTES (64u << 20)
 #define DEFAULT_MAX_RETAINED 10000
 
-struct msg {
-    size_t refs;
-    uint8_t qos;
-    bool retain;
-    unsigned props_ctx; /* M2M_MQTT_PUBLISH or M2M_MQTT_CTX_WILL */
-    size_t topic_n;
-    size_t payload_n;
-    size_t props_n;
-    uint8_t data[]; /* topic, payload, raw v5 properties */
-};
-
-struct qent {
-    struct qent *next;
-    struct msg *m;
-    uint8_t qos;
-    bool retain;
-    uint16_t packet_id; /* in flight */
-};
-
-struct qlist {
-    struct qent *head;
-    struct qent *tail;
-    size_t n;
-};
-
-struct sub {
-    char *filter; /* as subscribed, $share/ prefix included */
-    size_t len;
-    uint8_t qos;
-    bool no_local;
-    bool rap;
-    bool shared;
-};
-
-struct session {
-    struct session *next;
-    char *id;
-    size_t idlen;
-    struct m2m_broker_client *client; /* NULL while offline */
-    bool persistent;
-    uint32_t expiry_s;  /* v5 Session Expiry Interval, UINT32_MAX: never */
-    m2m_time expire_at; /* offline only */
-    struct sub *subs;
-    size_t nsubs;
-    size_t capsubs;
-    struct qlist queue;    /* waiting to be sent */
-    struct qlist inflight; /* sent, QoS > 0, awaiting PUBLISH_DONE */
-};
-
-struct sgroup {
-    struct sgroup *next;
-    char *filter;
-    size_t len;
-    size_t rr;
-};
-
-struct retained {
-    struct retained *next;
-    struct msg *m;
-};
-
-struct m2m_broker_client {
-    struct m2m_broker_client *next;
-    struct m2m_broker_client *prev;
-    struct m2m_mqtt_conn *conn;
-    void (*wake)(void *io);
-    void *io;
-    struct session *session;
-    uint8_t version;
-    bool closing;
-    struct msg *will;
-};
-
-struct m2m_broker {
-    struct m2m_broker_config cfg;
-    struct session *sessions;
-    struct sgroup *groups;
-    struct retained *retained;
-    size_t nretained;
-    struct m2m_broker_client *clients;
-    struct m2m_broker_client *current;
-    unsigned long next_id;
-};
+static uint8_t min_u8(uint8_t a, uint8_t b)
+{
+    return a < b ? a : b;
+}
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -122,13 +39,15 @@ static struct m2m_slice msg_payload(const struct msg *m)
     return (struct m2m_slice){m->data + m->topic_n, m->payload_n};
 }
 
-static struct msg *msg_new(struct m2m_slice topic, struct m2m_slice payload, struct m2m_slice props,
-                           unsigned ctx, uint8_t qos, bool retain)
+struct msg *msg_new(struct m2m_slice topic, struct m2m_slice payload, struct m2m_slice props, unsigned ctx,
+                    uint8_t qos, bool retain)
 {
     struct msg *m = malloc(sizeof *m + topic.n + payload.n + props.n + 1);
     if (!m)
         return NULL;
+    memset(m, 0, sizeof *m);
     m->refs = 1;
+    m->expire_at = M2M_NEVER;
     m->qos = qos;
     m->retain = retain;
     m->props_ctx = ctx;
@@ -144,15 +63,33 @@ static struct msg *msg_new(struct m2m_slice topic, struct m2m_slice payload, str
     return m;
 }
 
-static void msg_unref(struct msg *m)
+void msg_unref(struct m2m_broker *b, struct msg *m)
 {
+    (void)b;
     if (m && --m->refs == 0)
         free(m);
 }
 
 /* ---- queues -------------------------------------------------------------- */
 
-static void q_push(struct qlist *q, struct qent *e)
+struct qent *qent_new(struct msg *m, uint8_t qos, bool retain, const uint32_t *subid, size_t nsubid)
+{
+    if (nsubid > 255)
+        nsubid = 255;
+    struct qent *e = calloc(1, sizeof *e + nsubid * sizeof(uint32_t));
+    if (!e)
+        return NULL;
+    m->refs++;
+    e->m = m;
+    e->qos = qos;
+    e->retain = retain;
+    e->nsubid = (uint8_t)nsubid;
+    if (nsubid)
+        memcpy(e->subid, subid, nsubid * sizeof(uint32_t));
+    return e;
+}
+
+void q_push(struct qlist *q, struct qent *e)
 {
     e->next = NULL;
     if (q->tail)
@@ -176,23 +113,29 @@ static struct qent *q_pop(struct qlist *q)
     return e;
 }
 
-static void q_clear(struct qlist *q)
+/* Drops one entry that left the session for good. */
+static void qent_drop(struct m2m_broker *b, struct session *s, struct qent *e)
+{
+    persist_qent_del(b, s, e);
+    if (s->queued_bytes >= e->m->payload_n)
+        s->queued_bytes -= e->m->payload_n;
+    msg_unref(b, e->m);
+    free(e);
+}
+
+static void q_clear(struct m2m_broker *b, struct session *s, struct qlist *q)
 {
     struct qent *e;
-    while ((e = q_pop(q)) != NULL) {
-        msg_unref(e->m);
-        free(e);
-    }
+    while ((e = q_pop(q)) != NULL)
+        qent_drop(b, s, e);
 }
 
 /* Moves every in-flight message in front of the queue: the conn that had
- * them is gone, the next one sends them again. */
+ * them is gone; the next one sends them again with their packet ids. */
 static void requeue_inflight(struct session *s)
 {
     if (!s->inflight.head)
         return;
-    for (struct qent *e = s->inflight.head; e; e = e->next)
-        e->packet_id = 0;
     s->inflight.tail->next = s->queue.head;
     if (!s->queue.tail)
         s->queue.tail = s->inflight.tail;
@@ -201,56 +144,184 @@ static void requeue_inflight(struct session *s)
     s->inflight = (struct qlist){0};
 }
 
+/* ---- subscriptions ------------------------------------------------------- */
+
+static void sub_unlink(struct m2m_broker *b, struct sub *sb)
+{
+    struct tnode *n = sb->node;
+    struct sgroup *g = sb->group;
+    struct sub **head = g ? &g->members : &n->subs;
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        *head = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    if (g && --g->n == 0) {
+        for (struct sgroup **pp = &n->groups; *pp; pp = &(*pp)->next) {
+            if (*pp == g) {
+                *pp = g->next;
+                break;
+            }
+        }
+        free(g);
+    }
+    if (b->st.subscriptions)
+        b->st.subscriptions--;
+    tree_prune(n);
+}
+
+static void sub_free(struct sub *sb)
+{
+    free(sb->filter);
+    free(sb);
+}
+
+static struct sub *sub_find(const struct session *s, struct m2m_slice filter, size_t *idx)
+{
+    for (size_t i = 0; i < s->nsubs; i++) {
+        if (s->subs[i]->len == filter.n && memcmp(s->subs[i]->filter, filter.p, filter.n) == 0) {
+            if (idx)
+                *idx = i;
+            return s->subs[i];
+        }
+    }
+    return NULL;
+}
+
+static void sub_remove(struct m2m_broker *b, struct session *s, size_t i)
+{
+    struct sub *sb = s->subs[i];
+    s->subs[i] = s->subs[--s->nsubs];
+    sub_unlink(b, sb);
+    sub_free(sb);
+}
+
+static struct sgroup *group_get(struct tnode *n, struct m2m_slice name)
+{
+    for (struct sgroup *g = n->groups; g; g = g->next)
+        if (g->namelen == name.n && memcmp(g->name, name.p, name.n) == 0)
+            return g;
+    struct sgroup *g = calloc(1, sizeof *g + name.n + 1);
+    if (!g)
+        return NULL;
+    memcpy(g->name, name.p, name.n);
+    g->namelen = name.n;
+    g->next = n->groups;
+    n->groups = g;
+    return g;
+}
+
+struct sub *sub_put(struct m2m_broker *b, struct session *s, const struct m2m_mqtt_subscription *r,
+                    uint32_t sub_id, bool *is_new)
+{
+    struct sub *sb = sub_find(s, r->filter, NULL);
+    *is_new = sb == NULL;
+    if (!sb) {
+        struct m2m_slice share = {0}, inner = r->filter;
+        bool shared = m2m_mqtt_filter_shared(r->filter, &share, &inner);
+        if (s->nsubs == s->capsubs) {
+            size_t cap = s->capsubs ? 2 * s->capsubs : 4;
+            struct sub **n = realloc(s->subs, cap * sizeof *n);
+            if (!n)
+                return NULL;
+            s->subs = n;
+            s->capsubs = cap;
+        }
+        sb = calloc(1, sizeof *sb);
+        char *f = sb ? malloc(r->filter.n + 1) : NULL;
+        struct tnode *node = f ? tree_node(b, b->root, inner) : NULL;
+        struct sgroup *g = node && shared ? group_get(node, share) : NULL;
+        if (!node || (shared && !g)) {
+            if (node)
+                tree_prune(node);
+            free(f);
+            free(sb);
+            return NULL;
+        }
+        memcpy(f, r->filter.p, r->filter.n);
+        f[r->filter.n] = 0;
+        sb->filter = f;
+        sb->len = r->filter.n;
+        sb->s = s;
+        sb->node = node;
+        sb->group = g;
+        struct sub **head = g ? &g->members : &node->subs;
+        sb->next = *head;
+        if (*head)
+            (*head)->prev = sb;
+        *head = sb;
+        if (g)
+            g->n++;
+        s->subs[s->nsubs++] = sb;
+        b->st.subscriptions++;
+    }
+    sb->qos = min_u8(r->qos, 2);
+    sb->no_local = r->no_local;
+    sb->rap = r->retain_as_published;
+    sb->sub_id = sub_id;
+    return sb;
+}
+
 /* ---- sessions ------------------------------------------------------------ */
 
-static void session_reset(struct session *s)
+struct session *session_get(struct m2m_broker *b, struct m2m_slice id, bool create)
 {
-    for (size_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i].filter);
-    s->nsubs = 0;
-    q_clear(&s->queue);
-    q_clear(&s->inflight);
+    uint64_t h = broker_hash(b, id.p, id.n);
+    for (struct m2m_hnode *it = m2m_hmap_first(&b->sessions, h); it; it = m2m_hmap_next(it)) {
+        struct session *s = M2M_CONTAINER_OF(it, struct session, hn);
+        if (s->idlen == id.n && memcmp(s->id, id.p, id.n) == 0)
+            return s;
+    }
+    if (!create)
+        return NULL;
+    struct session *s = calloc(1, sizeof *s);
+    char *sid = s ? malloc(id.n + 1) : NULL;
+    if (!sid) {
+        free(s);
+        return NULL;
+    }
+    if (id.n)
+        memcpy(sid, id.p, id.n);
+    sid[id.n] = 0;
+    s->id = sid;
+    s->idlen = id.n;
+    s->expiry_s = UINT32_MAX;
+    s->expire_at = M2M_NEVER;
+    s->will_at = M2M_NEVER;
+    s->next_seq = 1;
+    m2m_hmap_insert(&b->sessions, &s->hn, h);
+    s->next = b->all;
+    if (b->all)
+        b->all->prev = s;
+    b->all = s;
+    return s;
+}
+
+static void session_reset(struct m2m_broker *b, struct session *s)
+{
+    while (s->nsubs)
+        sub_remove(b, s, s->nsubs - 1);
+    q_clear(b, s, &s->queue);
+    q_clear(b, s, &s->inflight);
+    s->queued_bytes = 0;
 }
 
 static void session_free(struct m2m_broker *b, struct session *s)
 {
-    for (struct session **pp = &b->sessions; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            break;
-        }
-    }
-    session_reset(s);
+    persist_session_del(b, s);
+    session_reset(b, s);
+    m2m_hmap_remove(&b->sessions, &s->hn);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        b->all = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    msg_unref(b, s->will);
     free(s->subs);
     free(s->id);
     free(s);
-}
-
-static struct session *session_find(struct m2m_broker *b, struct m2m_slice id)
-{
-    for (struct session *s = b->sessions; s; s = s->next)
-        if (s->idlen == id.n && memcmp(s->id, id.p, id.n) == 0)
-            return s;
-    return NULL;
-}
-
-static void purge_expired(struct m2m_broker *b, m2m_time now)
-{
-    struct session *s = b->sessions;
-    while (s) {
-        struct session *next = s->next;
-        if (!s->client && now >= s->expire_at)
-            session_free(b, s);
-        s = next;
-    }
-}
-
-static struct sub *sub_find(struct session *s, struct m2m_slice filter)
-{
-    for (size_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i].len == filter.n && memcmp(s->subs[i].filter, filter.p, filter.n) == 0)
-            return &s->subs[i];
-    return NULL;
 }
 
 /* ---- delivery ------------------------------------------------------------ */
@@ -266,28 +337,57 @@ static void touch(struct m2m_broker *b, struct m2m_broker_client *c)
         c->wake(c->io);
 }
 
+static bool may_read(const struct m2m_broker *b, const struct m2m_broker_client *c, const struct msg *m)
+{
+    if (!b->cfg.auth || !m2m_mqtt_auth_has_acl(b->cfg.auth))
+        return true;
+    const struct session *s = c->session;
+    return m2m_mqtt_acl_allows(b->cfg.auth, c->username, (struct m2m_slice){(const uint8_t *)s->id, s->idlen},
+                               msg_topic(m), M2M_MQTT_ACCESS_READ);
+}
+
 /* Hands one message to the conn: 0, M2M_EAGAIN / M2M_ENOBUFS (try later) or
  * another error (drop it). */
-static int send_one(struct m2m_broker_client *c, m2m_time now, struct qent *e)
+static int send_one(struct m2m_broker *b, struct m2m_broker_client *c, m2m_time now, struct qent *e)
 {
+    const struct msg *m = e->m;
+    if (now >= m->expire_at)
+        return M2M_ETIMEDOUT; /* [MQTT-3.3.2-5] */
+    if (!may_read(b, c, m))
+        return M2M_EINVAL;
     struct m2m_mqtt_props props;
     const struct m2m_mqtt_props *pp = NULL;
-    if (c->version == M2M_MQTT_V5 && e->m->props_n) {
-        const struct msg *m = e->m;
-        if (m2m_mqtt_props_decode(&props, m->props_ctx, m->data + m->topic_n + m->payload_n, m->props_n,
-                                  NULL) == 0) {
-            props.present &= ~((uint64_t)1 << M2M_MQTT_P_TOPIC_ALIAS);
-            props.present &= ~((uint64_t)1 << M2M_MQTT_P_WILL_DELAY);
-            props.present &= ~((uint64_t)1 << M2M_MQTT_P_SUBSCRIPTION_ID);
-            props.nsubid = 0;
-            pp = &props;
+    if (c->version == M2M_MQTT_V5) {
+        memset(&props, 0, sizeof props);
+        if (m->props_n && m2m_mqtt_props_decode(&props, m->props_ctx, m->data + m->topic_n + m->payload_n,
+                                                m->props_n, NULL) != 0)
+            memset(&props, 0, sizeof props);
+        props.present &= ~((uint64_t)1 << M2M_MQTT_P_TOPIC_ALIAS);
+        props.present &= ~((uint64_t)1 << M2M_MQTT_P_WILL_DELAY);
+        props.present &= ~((uint64_t)1 << M2M_MQTT_P_SUBSCRIPTION_ID);
+        props.nsubid = 0;
+        for (size_t i = 0; i < e->nsubid && i < M2M_MQTT_MAX_SUBIDS; i++) {
+            props.subid[props.nsubid++] = e->subid[i]; /* [MQTT-3.3.4-3] */
+            m2m_mqtt_props_set(&props, M2M_MQTT_P_SUBSCRIPTION_ID);
         }
+        if (m->expire_at != M2M_NEVER) {
+            props.message_expiry = (uint32_t)((m->expire_at - now + 999) / 1000); /* [MQTT-3.3.2-6] */
+            m2m_mqtt_props_set(&props, M2M_MQTT_P_MESSAGE_EXPIRY);
+        }
+        pp = &props;
     }
     uint16_t pid = 0;
-    int rc =
-        m2m_mqtt_conn_publish(c->conn, now, msg_topic(e->m), msg_payload(e->m), e->qos, e->retain, pp, &pid);
-    if (rc == 0)
-        e->packet_id = pid;
+    int rc;
+    if (e->packet_id)
+        rc = m2m_mqtt_conn_restore(c->conn, now, msg_topic(m), msg_payload(m), e->qos, e->retain, pp,
+                                   e->packet_id, e->released);
+    else
+        rc = m2m_mqtt_conn_publish(c->conn, now, msg_topic(m), msg_payload(m), e->qos, e->retain, pp, &pid);
+    if (rc == 0) {
+        b->st.msgs_sent++;
+        if (!e->packet_id)
+            e->packet_id = pid;
+    }
     return rc;
 }
 
@@ -297,7 +397,7 @@ static void flush_queue(struct m2m_broker *b, struct session *s, m2m_time now)
     struct m2m_broker_client *c = s->client;
     bool sent = false;
     while (client_online(c) && s->queue.head) {
-        int rc = send_one(c, now, s->queue.head);
+        int rc = send_one(b, c, now, s->queue.head);
         if (rc == M2M_EAGAIN || rc == M2M_ENOBUFS)
             break;
         struct qent *e = q_pop(&s->queue);
@@ -307,26 +407,29 @@ static void flush_queue(struct m2m_broker *b, struct session *s, m2m_time now)
                 q_push(&s->inflight, e);
                 continue;
             }
+        } else if (rc != M2M_ETIMEDOUT) {
+            b->st.msgs_dropped++;
         }
-        msg_unref(e->m);
-        free(e);
+        qent_drop(b, s, e);
     }
     if (sent)
         touch(b, c);
 }
 
-/* Queues e, bounded: when full the oldest QoS 0 message goes first; with
- * none to drop the new message is dropped. */
+/* Queues e, bounded in messages and bytes: when full the oldest QoS 0
+ * message goes first; with none to drop the new one is dropped. */
 static void enqueue(struct m2m_broker *b, struct session *s, struct qent *e)
 {
-    if (s->queue.n >= b->cfg.max_queued_per_session) {
+    while (s->queue.n >= b->cfg.max_queued_per_session ||
+           (s->queue.n && s->queued_bytes + e->m->payload_n > b->cfg.max_queued_bytes)) {
         struct qent *prev = NULL, *it = s->queue.head;
         while (it && it->qos != 0) {
             prev = it;
             it = it->next;
         }
         if (!it) {
-            msg_unref(e->m);
+            b->st.msgs_dropped++;
+            msg_unref(b, e->m);
             free(e);
             return;
         }
@@ -337,36 +440,37 @@ static void enqueue(struct m2m_broker *b, struct session *s, struct qent *e)
         if (s->queue.tail == it)
             s->queue.tail = prev;
         s->queue.n--;
-        msg_unref(it->m);
-        free(it);
+        b->st.msgs_dropped++;
+        qent_drop(b, s, it);
     }
+    s->queued_bytes += e->m->payload_n;
     q_push(&s->queue, e);
+    persist_qent(b, s, e);
 }
 
 static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
-                    m2m_time now)
+                    const uint32_t *subid, size_t nsubid, m2m_time now)
 {
     bool online = client_online(s->client);
     if (!online && qos == 0)
         return; /* offline sessions keep QoS 1/2 only */
-    struct qent *e = calloc(1, sizeof *e);
+    struct qent *e = qent_new(m, qos, retain, subid, nsubid);
     if (!e)
         return;
-    m->refs++;
-    e->m = m;
-    e->qos = qos;
-    e->retain = retain;
     if (online && !s->queue.head) {
-        int rc = send_one(s->client, now, e);
+        int rc = send_one(b, s->client, now, e);
         if (rc == 0) {
             touch(b, s->client);
             if (qos > 0) {
                 q_push(&s->inflight, e);
+                persist_qent(b, s, e);
                 return;
             }
         }
         if (rc != M2M_EAGAIN && !(rc == M2M_ENOBUFS && qos > 0)) {
-            msg_unref(m);
+            if (rc && rc != M2M_ETIMEDOUT)
+                b->st.msgs_dropped++;
+            msg_unref(b, m);
             free(e);
             return;
         }
@@ -374,91 +478,172 @@ static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint
     enqueue(b, s, e);
 }
 
-static uint8_t min_u8(uint8_t a, uint8_t b)
+struct route_ctx {
+    struct m2m_broker *b;
+    const struct session *from;
+    struct msg *m;
+    m2m_time now;
+};
+
+static void collect(struct m2m_broker *b, struct session *s, const struct sub *sb)
 {
-    return a < b ? a : b;
+    if (s->route_gen != b->route_gen) {
+        if (b->ntouched == b->captouched) {
+            size_t cap = b->captouched ? 2 * b->captouched : 64;
+            struct session **n = realloc(b->touched, cap * sizeof *n);
+            if (!n)
+                return;
+            b->touched = n;
+            b->captouched = cap;
+        }
+        b->touched[b->ntouched++] = s;
+        s->route_gen = b->route_gen;
+        s->best = -1;
+        s->rap = false;
+        s->nsubid = 0;
+    }
+    if ((int)sb->qos > s->best)
+        s->best = sb->qos;
+    s->rap = s->rap || sb->rap;
+    if (sb->sub_id && s->nsubid < sizeof s->subid / sizeof s->subid[0])
+        s->subid[s->nsubid++] = sb->sub_id;
 }
 
-/* Routes m to every matching session; `from` (may be NULL) is the
- * publisher's session, for No Local. */
-static void route(struct m2m_broker *b, const struct session *from, struct msg *m, m2m_time now)
+/* Shared subscription: one member, round robin, online members first. */
+static void deliver_shared(struct route_ctx *rc, struct sgroup *g)
 {
-    struct m2m_slice topic = msg_topic(m);
-    for (struct session *s = b->sessions; s; s = s->next) {
-        int best = -1;
-        bool rap = false;
-        for (size_t i = 0; i < s->nsubs; i++) {
-            const struct sub *sb = &s->subs[i];
-            if (sb->shared || (sb->no_local && s == from))
-                continue;
-            if (!m2m_mqtt_topic_match((struct m2m_slice){(const uint8_t *)sb->filter, sb->len}, topic))
-                continue;
-            if ((int)sb->qos > best)
-                best = sb->qos;
-            rap = rap || sb->rap;
+    size_t online = 0;
+    for (struct sub *sb = g->members; sb; sb = sb->next)
+        online += client_online(sb->s->client);
+    bool only_online = online > 0;
+    size_t k = g->rr++ % (only_online ? online : g->n);
+    for (struct sub *sb = g->members; sb; sb = sb->next) {
+        if (only_online && !client_online(sb->s->client))
+            continue;
+        if (k-- == 0) {
+            uint32_t id = sb->sub_id;
+            deliver(rc->b, sb->s, rc->m, min_u8(rc->m->qos, sb->qos), rc->m->retain && sb->rap, &id,
+                    id ? 1 : 0, rc->now);
+            return;
         }
-        if (best >= 0)
-            deliver(b, s, m, min_u8(m->qos, (uint8_t)best), m->retain && rap, now);
     }
-    /* Shared subscriptions: one member per group, round robin, online
-     * members first. */
-    for (struct sgroup *g = b->groups; g; g = g->next) {
-        struct m2m_slice gf = {(const uint8_t *)g->filter, g->len};
-        if (!m2m_mqtt_topic_match(gf, topic))
-            continue;
-        size_t online = 0, total = 0;
-        for (struct session *s = b->sessions; s; s = s->next) {
-            if (sub_find(s, gf)) {
-                total++;
-                online += client_online(s->client);
-            }
-        }
-        if (!total)
-            continue;
-        bool only_online = online > 0;
-        size_t k = g->rr++ % (only_online ? online : total);
-        for (struct session *s = b->sessions; s; s = s->next) {
-            const struct sub *sb = sub_find(s, gf);
-            if (!sb || (only_online && !client_online(s->client)))
-                continue;
-            if (k-- == 0) {
-                deliver(b, s, m, min_u8(m->qos, sb->qos), m->retain && sb->rap, now);
-                break;
-            }
-        }
+}
+
+static void visit(void *ctx, struct tnode *n)
+{
+    struct route_ctx *rc = ctx;
+    for (struct sub *sb = n->subs; sb; sb = sb->next)
+        if (!(sb->no_local && sb->s == rc->from)) /* [MQTT-3.8.3-3] */
+            collect(rc->b, sb->s, sb);
+    for (struct sgroup *g = n->groups; g; g = g->next)
+        deliver_shared(rc, g);
+}
+
+void route(struct m2m_broker *b, const struct session *from, struct msg *m, m2m_time now)
+{
+    struct route_ctx rc = {b, from, m, now};
+    b->route_gen++;
+    b->ntouched = 0;
+    tree_match(b, b->root, msg_topic(m), visit, &rc);
+    for (size_t i = 0; i < b->ntouched; i++) {
+        struct session *s = b->touched[i];
+        deliver(b, s, m, min_u8(m->qos, (uint8_t)s->best), m->retain && s->rap, s->subid, s->nsubid, now);
     }
 }
 
 /* ---- retained ------------------------------------------------------------ */
 
-static void retain_store(struct m2m_broker *b, struct msg *m)
+static struct retained *retained_find(struct m2m_broker *b, struct m2m_slice t, uint64_t h)
+{
+    for (struct m2m_hnode *it = m2m_hmap_first(&b->retained, h); it; it = m2m_hmap_next(it)) {
+        struct retained *r = M2M_CONTAINER_OF(it, struct retained, hn);
+        if (r->m->topic_n == t.n && memcmp(r->m->data, t.p, t.n) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void retained_unlink(struct m2m_broker *b, struct retained *r)
+{
+    m2m_hmap_remove(&b->retained, &r->hn);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        b->rlist = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    b->nretained--;
+}
+
+void retain_store(struct m2m_broker *b, struct msg *m, bool persist)
 {
     struct m2m_slice t = msg_topic(m);
-    for (struct retained **pp = &b->retained; *pp; pp = &(*pp)->next) {
-        struct retained *r = *pp;
-        if (r->m->topic_n == t.n && memcmp(r->m->data, t.p, t.n) == 0) {
-            msg_unref(r->m);
-            if (m->payload_n == 0) { /* [MQTT-3.3.1-6] delete */
-                *pp = r->next;
-                free(r);
-                b->nretained--;
-            } else {
-                m->refs++;
-                r->m = m;
-            }
+    uint64_t h = broker_hash(b, t.p, t.n);
+    struct retained *r = retained_find(b, t, h);
+    if (r) {
+        if (persist)
+            persist_retained_del(b, r->m);
+        msg_unref(b, r->m);
+        if (m->payload_n == 0) { /* [MQTT-3.3.1-6] delete */
+            retained_unlink(b, r);
+            free(r);
             return;
         }
+        m->refs++;
+        r->m = m;
+        if (persist)
+            persist_retained(b, m);
+        return;
     }
     if (m->payload_n == 0 || b->nretained >= b->cfg.max_retained)
         return;
-    struct retained *r = malloc(sizeof *r);
+    r = calloc(1, sizeof *r);
     if (!r)
         return;
     m->refs++;
     r->m = m;
-    r->next = b->retained;
-    b->retained = r;
+    m2m_hmap_insert(&b->retained, &r->hn, h);
+    r->next = b->rlist;
+    if (b->rlist)
+        b->rlist->prev = r;
+    b->rlist = r;
     b->nretained++;
+    if (persist)
+        persist_retained(b, m);
+}
+
+static void send_retained(struct m2m_broker *b, struct session *s, struct m2m_slice filter, uint8_t qos,
+                          uint32_t sub_id, m2m_time now)
+{
+    struct retained *r = b->rlist;
+    while (r) {
+        struct retained *next = r->next;
+        if (now >= r->m->expire_at) {
+            persist_retained_del(b, r->m);
+            msg_unref(b, r->m);
+            retained_unlink(b, r);
+            free(r);
+        } else if (m2m_mqtt_topic_match(filter, msg_topic(r->m))) {
+            deliver(b, s, r->m, min_u8(r->m->qos, qos), true, &sub_id, sub_id ? 1 : 0,
+                    now); /* [MQTT-3.3.1-8] */
+        }
+        r = next;
+    }
+}
+
+/* ---- wills --------------------------------------------------------------- */
+
+static void publish_will(struct m2m_broker *b, struct session *from, struct msg *w, const char *user,
+                         m2m_time now)
+{
+    struct m2m_slice id =
+        from ? (struct m2m_slice){(const uint8_t *)from->id, from->idlen} : (struct m2m_slice){0};
+    if (b->cfg.auth && !m2m_mqtt_acl_allows(b->cfg.auth, user, id, msg_topic(w), M2M_MQTT_ACCESS_WRITE))
+        return;
+    b->current = NULL;
+    if (w->retain)
+        retain_store(b, w, true);
+    route(b, from, w, now);
 }
 
 /* ---- events -------------------------------------------------------------- */
@@ -468,20 +653,52 @@ static void takeover(struct m2m_broker *b, struct session *s)
     struct m2m_broker_client *old = s->client;
     if (!old)
         return;
-    old->closing = true; /* [MQTT-3.1.4-3] */
+    m2m_mqtt_conn_disconnect(old->conn, M2M_MQTT_RC_SESSION_TAKEN_OVER); /* [MQTT-3.1.4-3] */
+    old->closing = true;
     old->session = NULL;
     s->client = NULL;
     requeue_inflight(s);
     touch(b, old);
 }
 
+static char *dup_slice(struct m2m_slice v)
+{
+    char *p = malloc(v.n + 1);
+    if (p) {
+        if (v.n)
+            memcpy(p, v.p, v.n);
+        p[v.n] = 0;
+    }
+    return p;
+}
+
+/* 0 or the v5 reason code that refuses the CONNECT. */
+static uint8_t authenticate(struct m2m_broker *b, struct m2m_broker_client *c,
+                            const struct m2m_mqtt_connect *cn)
+{
+    if (!cn->has_username)
+        return c->anonymous_ok ? 0 : M2M_MQTT_RC_NOT_AUTHORIZED;
+    if (memchr(cn->username.p, 0, cn->username.n))
+        return M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD;
+    if (b->cfg.auth && m2m_mqtt_auth_has_passwords(b->cfg.auth)) {
+        struct m2m_slice pw = cn->has_password ? cn->password : (struct m2m_slice){(const uint8_t *)"", 0};
+        if (!cn->has_password || m2m_mqtt_auth_check(b->cfg.auth, cn->username, pw) != 0)
+            return M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD;
+    }
+    c->username = dup_slice(cn->username);
+    return c->username ? 0 : M2M_MQTT_RC_SERVER_UNAVAILABLE;
+}
+
 static bool on_connect(struct m2m_broker *b, struct m2m_broker_client *c,
                        const struct m2m_mqtt_conn_event *ev, m2m_time now)
 {
     const struct m2m_mqtt_connect *cn = ev->connect;
+    (void)now;
     c->version = ev->version;
-    if (!b->cfg.allow_anonymous && !cn->has_username) {
-        m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_NOT_AUTHORIZED);
+    uint8_t refuse = authenticate(b, c, cn);
+    if (refuse) {
+        b->st.refused++;
+        m2m_mqtt_conn_refuse(c->conn, refuse);
         return true;
     }
     char assigned[32];
@@ -492,16 +709,22 @@ static bool on_connect(struct m2m_broker *b, struct m2m_broker_client *c,
             m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_CLIENT_ID_NOT_VALID); /* [MQTT-3.1.3-8] */
             return true;
         }
-        int n = snprintf(assigned, sizeof assigned, "m2mkit-%lu", ++b->next_id);
-        id = (struct m2m_slice){(const uint8_t *)assigned, (size_t)n};
+        do {
+            int n = snprintf(assigned, sizeof assigned, "m2mkit-%lu", ++b->next_id);
+            id = (struct m2m_slice){(const uint8_t *)assigned, (size_t)n};
+        } while (session_get(b, id, false));
         assign = true;
     }
+    uint32_t expiry = UINT32_MAX;
     bool persistent;
-    if (ev->version == M2M_MQTT_V5)
-        persistent =
-            m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_SESSION_EXPIRY) && cn->props.session_expiry > 0;
-    else
+    if (ev->version == M2M_MQTT_V5) {
+        expiry = m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_SESSION_EXPIRY) ? cn->props.session_expiry : 0;
+        if (b->cfg.max_session_expiry && expiry > b->cfg.max_session_expiry)
+            expiry = b->cfg.max_session_expiry;
+        persistent = expiry > 0;
+    } else {
         persistent = !cn->clean_start;
+    }
 
     if (cn->will) {
         c->will = msg_new(cn->will_topic, cn->will_payload, cn->will_props.raw, M2M_MQTT_CTX_WILL,
@@ -510,188 +733,196 @@ static bool on_connect(struct m2m_broker *b, struct m2m_broker_client *c,
             m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_SERVER_UNAVAILABLE);
             return true;
         }
+        if (ev->version == M2M_MQTT_V5) {
+            if (m2m_mqtt_props_has(&cn->will_props, M2M_MQTT_P_WILL_DELAY))
+                c->will_delay_s = cn->will_props.will_delay;
+            if (m2m_mqtt_props_has(&cn->will_props, M2M_MQTT_P_MESSAGE_EXPIRY))
+                c->will->expire_at = M2M_NEVER; /* set when it is published */
+        }
     }
 
-    purge_expired(b, now);
-    struct session *s = session_find(b, id);
+    struct session *s = session_get(b, id, false);
     bool present = false;
     if (s) {
         bool was_persistent = s->persistent;
         takeover(b, s);
+        if (s->will) { /* a new connection before the delay: never sent [MQTT-3.1.3-9] */
+            msg_unref(b, s->will);
+            s->will = NULL;
+            s->will_at = M2M_NEVER;
+        }
         if (cn->clean_start || !was_persistent)
-            session_reset(s);
+            session_reset(b, s);
         else
             present = true;
-    } else {
-        s = calloc(1, sizeof *s);
-        char *sid = s ? malloc(id.n + 1) : NULL;
-        if (!sid) {
-            free(s);
-            m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_SERVER_UNAVAILABLE);
-            return true;
-        }
-        memcpy(sid, id.p, id.n);
-        sid[id.n] = 0;
-        s->id = sid;
-        s->idlen = id.n;
-        s->next = b->sessions;
-        b->sessions = s;
+    } else if (!(s = session_get(b, id, true))) {
+        m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_SERVER_UNAVAILABLE);
+        return true;
     }
     s->persistent = persistent;
     s->expire_at = M2M_NEVER;
-    s->expiry_s = ev->version == M2M_MQTT_V5 ? cn->props.session_expiry : UINT32_MAX;
+    s->expiry_s = expiry;
     s->client = c;
     c->session = s;
+    if (persistent)
+        persist_session(b, s);
+    else
+        persist_session_del(b, s);
+    b->st.connects++;
     m2m_mqtt_conn_accept(c->conn, present, assign && ev->version == M2M_MQTT_V5 ? s->id : NULL);
     return false;
+}
+
+static void ack_later(struct m2m_broker *b, struct m2m_broker_client *c, uint16_t packet_id, uint8_t reason)
+{
+    if (!b->cfg.store) {
+        m2m_mqtt_conn_ack(c->conn, packet_id, reason);
+        return;
+    }
+    if (b->nacks == b->capacks) {
+        size_t cap = b->capacks ? 2 * b->capacks : 256;
+        struct ack *n = realloc(b->acks, cap * sizeof *n);
+        if (!n) {
+            m2m_mqtt_conn_ack(c->conn, packet_id, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
+            return;
+        }
+        b->acks = n;
+        b->capacks = cap;
+    }
+    b->acks[b->nacks++] = (struct ack){c, packet_id, reason};
 }
 
 static void on_publish(struct m2m_broker *b, struct m2m_broker_client *c, const struct m2m_mqtt_publish *p,
                        m2m_time now)
 {
+    struct session *s = c->session;
+    b->st.msgs_received++;
+    if (b->cfg.auth &&
+        !m2m_mqtt_acl_allows(b->cfg.auth, c->username, (struct m2m_slice){(const uint8_t *)s->id, s->idlen},
+                             p->topic, M2M_MQTT_ACCESS_WRITE)) {
+        b->st.msgs_dropped++;
+        if (p->qos > 0) /* 3.1.1 has no way to say no: acknowledged and dropped, as mosquitto does */
+            m2m_mqtt_conn_ack(c->conn, p->packet_id, M2M_MQTT_RC_NOT_AUTHORIZED);
+        return;
+    }
+    if (p->topic.n && p->topic.p[0] == '$' && p->topic.n >= 4 && memcmp(p->topic.p, "$SYS", 4) == 0) {
+        if (p->qos > 0) /* the broker's own namespace */
+            m2m_mqtt_conn_ack(c->conn, p->packet_id, M2M_MQTT_RC_NOT_AUTHORIZED);
+        return;
+    }
     struct msg *m =
         msg_new(p->topic, p->payload, c->version == M2M_MQTT_V5 ? p->props.raw : (struct m2m_slice){0},
                 M2M_MQTT_PUBLISH, p->qos, p->retain);
     if (m) {
+        if (c->version == M2M_MQTT_V5 && m2m_mqtt_props_has(&p->props, M2M_MQTT_P_MESSAGE_EXPIRY))
+            m->expire_at = now + (m2m_time)p->props.message_expiry * 1000;
         if (p->retain)
-            retain_store(b, m);
-        route(b, c->session, m, now);
-        msg_unref(m);
+            retain_store(b, m, true);
+        route(b, s, m, now);
+        msg_unref(b, m);
     }
     if (p->qos > 0)
-        m2m_mqtt_conn_ack(c->conn, p->packet_id,
-                          m ? M2M_MQTT_RC_SUCCESS : M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
-}
-
-static bool sgroup_add(struct m2m_broker *b, struct m2m_slice f)
-{
-    for (struct sgroup *g = b->groups; g; g = g->next)
-        if (g->len == f.n && memcmp(g->filter, f.p, f.n) == 0)
-            return true;
-    struct sgroup *g = calloc(1, sizeof *g);
-    char *s = g ? malloc(f.n + 1) : NULL;
-    if (!s) {
-        free(g);
-        return false;
-    }
-    memcpy(s, f.p, f.n);
-    s[f.n] = 0;
-    g->filter = s;
-    g->len = f.n;
-    g->next = b->groups;
-    b->groups = g;
-    return true;
-}
-
-/* Adds or replaces a subscription; NULL when out of memory. *is_new says
- * whether it did not exist. */
-static struct sub *sub_put(struct m2m_broker *b, struct session *s, const struct m2m_mqtt_subscription *r,
-                           bool *is_new)
-{
-    bool shared = m2m_mqtt_filter_shared(r->filter, NULL, NULL);
-    if (shared && !sgroup_add(b, r->filter))
-        return NULL;
-    struct sub *sb = sub_find(s, r->filter);
-    *is_new = sb == NULL;
-    if (!sb) {
-        if (s->nsubs == s->capsubs) {
-            size_t cap = s->capsubs ? 2 * s->capsubs : 4;
-            struct sub *n = realloc(s->subs, cap * sizeof *n);
-            if (!n)
-                return NULL;
-            s->subs = n;
-            s->capsubs = cap;
-        }
-        char *f = malloc(r->filter.n + 1);
-        if (!f)
-            return NULL;
-        memcpy(f, r->filter.p, r->filter.n);
-        f[r->filter.n] = 0;
-        sb = &s->subs[s->nsubs++];
-        sb->filter = f;
-        sb->len = r->filter.n;
-    }
-    sb->qos = min_u8(r->qos, 2);
-    sb->no_local = r->no_local;
-    sb->rap = r->retain_as_published;
-    sb->shared = shared;
-    return sb;
-}
-
-static void send_retained(struct m2m_broker *b, struct session *s, struct m2m_slice filter, uint8_t qos,
-                          m2m_time now)
-{
-    for (struct retained *r = b->retained; r; r = r->next)
-        if (m2m_mqtt_topic_match(filter, msg_topic(r->m)))
-            deliver(b, s, r->m, min_u8(r->m->qos, qos), true, now); /* [MQTT-3.3.1-8] */
+        ack_later(b, c, p->packet_id, m ? M2M_MQTT_RC_SUCCESS : M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
 }
 
 static void on_subscribe(struct m2m_broker *b, struct m2m_broker_client *c,
                          const struct m2m_mqtt_subscribe *sp, m2m_time now)
 {
     struct session *s = c->session;
+    bool v5 = c->version == M2M_MQTT_V5;
     uint8_t codes[M2M_MQTT_MAX_FILTERS] = {0};
     bool want_retained[M2M_MQTT_MAX_FILTERS] = {0};
     size_t n = sp->n <= M2M_MQTT_MAX_FILTERS ? sp->n : M2M_MQTT_MAX_FILTERS;
+    uint32_t sub_id = v5 && m2m_mqtt_props_has(&sp->props, M2M_MQTT_P_SUBSCRIPTION_ID) && sp->props.nsubid
+                          ? sp->props.subid[0]
+                          : 0;
+    struct m2m_slice cid = {(const uint8_t *)s->id, s->idlen};
     for (size_t i = 0; i < n; i++) {
         const struct m2m_mqtt_subscription *r = &sp->sub[i];
-        want_retained[i] = false;
+        bool shared = m2m_mqtt_filter_shared(r->filter, NULL, NULL);
         if (!m2m_mqtt_filter_valid(r->filter)) {
-            codes[i] =
-                c->version == M2M_MQTT_V5 ? M2M_MQTT_RC_TOPIC_FILTER_INVALID : M2M_MQTT311_SUBACK_FAILURE;
+            codes[i] = v5 ? M2M_MQTT_RC_TOPIC_FILTER_INVALID : M2M_MQTT311_SUBACK_FAILURE;
+            continue;
+        }
+        if (shared && r->no_local) {
+            codes[i] = v5 ? M2M_MQTT_RC_PROTOCOL_ERROR : M2M_MQTT311_SUBACK_FAILURE; /* [MQTT-3.8.3-4] */
+            continue;
+        }
+        if (b->cfg.auth &&
+            !m2m_mqtt_acl_allows(b->cfg.auth, c->username, cid, r->filter, M2M_MQTT_ACCESS_SUBSCRIBE)) {
+            codes[i] = v5 ? M2M_MQTT_RC_NOT_AUTHORIZED : M2M_MQTT311_SUBACK_FAILURE;
             continue;
         }
         bool is_new = false;
-        const struct sub *sb = sub_put(b, s, r, &is_new);
+        const struct sub *sb = sub_put(b, s, r, sub_id, &is_new);
         if (!sb) {
-            codes[i] = c->version == M2M_MQTT_V5 ? M2M_MQTT_RC_UNSPECIFIED_ERROR : M2M_MQTT311_SUBACK_FAILURE;
+            codes[i] = v5 ? M2M_MQTT_RC_UNSPECIFIED_ERROR : M2M_MQTT311_SUBACK_FAILURE;
             continue;
         }
+        persist_sub(b, s, sb);
         codes[i] = sb->qos;
         /* Retained messages are not sent to shared subscriptions. */
-        want_retained[i] = !sb->shared && (r->retain_handling == 0 || (r->retain_handling == 1 && is_new));
+        want_retained[i] = !sb->group && (r->retain_handling == 0 || (r->retain_handling == 1 && is_new));
     }
     m2m_mqtt_conn_suback(c->conn, sp->packet_id, codes, n);
     for (size_t i = 0; i < n; i++)
         if (want_retained[i])
-            send_retained(b, s, sp->sub[i].filter, codes[i], now);
+            send_retained(b, s, sp->sub[i].filter, codes[i], sub_id, now);
 }
 
-static void on_unsubscribe(struct m2m_broker_client *c, const struct m2m_mqtt_unsubscribe *u)
+static void on_unsubscribe(struct m2m_broker *b, struct m2m_broker_client *c,
+                           const struct m2m_mqtt_unsubscribe *u)
 {
     struct session *s = c->session;
     uint8_t codes[M2M_MQTT_MAX_FILTERS] = {0};
     size_t n = u->n <= M2M_MQTT_MAX_FILTERS ? u->n : M2M_MQTT_MAX_FILTERS;
     for (size_t i = 0; i < n; i++) {
-        struct sub *sb = sub_find(s, u->filter[i]);
-        if (!sb) {
+        size_t idx;
+        if (!sub_find(s, u->filter[i], &idx)) {
             codes[i] = M2M_MQTT_RC_NO_SUBSCRIPTION_EXISTED;
             continue;
         }
-        free(sb->filter);
-        *sb = s->subs[--s->nsubs];
+        persist_sub_del(b, s, u->filter[i]);
+        sub_remove(b, s, idx);
         codes[i] = M2M_MQTT_RC_SUCCESS;
     }
     m2m_mqtt_conn_unsuback(c->conn, u->packet_id, codes, n);
 }
 
-static void on_publish_done(struct session *s, uint16_t packet_id)
+static struct qent *inflight_find(struct session *s, uint16_t packet_id, struct qent **prevp)
 {
     struct qent *prev = NULL;
     for (struct qent *e = s->inflight.head; e; prev = e, e = e->next) {
-        if (e->packet_id != packet_id)
-            continue;
-        if (prev)
-            prev->next = e->next;
-        else
-            s->inflight.head = e->next;
-        if (s->inflight.tail == e)
-            s->inflight.tail = prev;
-        s->inflight.n--;
-        msg_unref(e->m);
-        free(e);
-        return;
+        if (e->packet_id == packet_id) {
+            *prevp = prev;
+            return e;
+        }
     }
+    return NULL;
+}
+
+static void on_publish_done(struct m2m_broker *b, struct session *s, uint16_t packet_id)
+{
+    struct qent *prev;
+    struct qent *e = inflight_find(s, packet_id, &prev);
+    if (!e)
+        return;
+    if (prev)
+        prev->next = e->next;
+    else
+        s->inflight.head = e->next;
+    if (s->inflight.tail == e)
+        s->inflight.tail = prev;
+    s->inflight.n--;
+    qent_drop(b, s, e);
+}
+
+static void on_publish_released(struct session *s, uint16_t packet_id)
+{
+    struct qent *prev;
+    struct qent *e = inflight_find(s, packet_id, &prev);
+    if (e)
+        e->released = true;
 }
 
 /* ---- API ----------------------------------------------------------------- */
@@ -705,9 +936,26 @@ struct m2m_broker *m2m_broker_new(const struct m2m_broker_config *cfg)
         b->cfg = *cfg;
     if (!b->cfg.max_queued_per_session)
         b->cfg.max_queued_per_session = DEFAULT_MAX_QUEUED;
+    if (!b->cfg.max_queued_bytes)
+        b->cfg.max_queued_bytes = DEFAULT_MAX_QUEUED_BYTES;
     if (!b->cfg.max_retained)
         b->cfg.max_retained = DEFAULT_MAX_RETAINED;
+    b->next_msg_id = 1;
+    b->next_sys = M2M_NEVER;
+    b->root = tree_new_root();
+    if (!b->root || m2m_hmap_init(&b->sessions, 64) != 0 || m2m_hmap_init(&b->retained, 64) != 0) {
+        m2m_broker_free(b);
+        return NULL;
+    }
     return b;
+}
+
+int m2m_broker_load(struct m2m_broker *b, m2m_time now, char *err, size_t errcap)
+{
+    b->started = now;
+    if (b->cfg.sys_interval_s)
+        b->next_sys = now;
+    return persist_load(b, now, err, errcap);
 }
 
 void m2m_broker_free(struct m2m_broker *b)
@@ -717,23 +965,29 @@ void m2m_broker_free(struct m2m_broker *b)
     while (b->clients) {
         struct m2m_broker_client *c = b->clients;
         b->clients = c->next;
-        msg_unref(c->will);
+        msg_unref(b, c->will);
+        free(c->username);
         free(c);
     }
-    while (b->sessions)
-        session_free(b, b->sessions);
-    while (b->groups) {
-        struct sgroup *g = b->groups;
-        b->groups = g->next;
-        free(g->filter);
-        free(g);
-    }
-    while (b->retained) {
-        struct retained *r = b->retained;
-        b->retained = r->next;
-        msg_unref(r->m);
+    /* Freeing is not deleting: keep the store as it is. */
+    struct m2m_mqtt_store *store = b->cfg.store;
+    b->cfg.store = NULL;
+    while (b->all)
+        session_free(b, b->all);
+    while (b->rlist) {
+        struct retained *r = b->rlist;
+        retained_unlink(b, r);
+        msg_unref(b, r->m);
         free(r);
     }
+    b->cfg.store = store;
+    tree_free(b->root);
+    if (b->sessions.b)
+        m2m_hmap_cleanup(&b->sessions);
+    if (b->retained.b)
+        m2m_hmap_cleanup(&b->retained);
+    free(b->touched);
+    free(b->acks);
     free(b);
 }
 
@@ -746,11 +1000,18 @@ struct m2m_broker_client *m2m_broker_attach(struct m2m_broker *b, struct m2m_mqt
     c->conn = conn;
     c->wake = wake;
     c->io = io;
+    c->anonymous_ok = b->cfg.allow_anonymous;
     c->next = b->clients;
     if (b->clients)
         b->clients->prev = c;
     b->clients = c;
+    b->st.clients_connected++;
     return c;
+}
+
+void m2m_broker_client_allow_anonymous(struct m2m_broker_client *c, bool ok)
+{
+    c->anonymous_ok = ok;
 }
 
 bool m2m_broker_process(struct m2m_broker *b, struct m2m_broker_client *c, m2m_time now)
@@ -761,34 +1022,46 @@ bool m2m_broker_process(struct m2m_broker *b, struct m2m_broker_client *c, m2m_t
     while (m2m_mqtt_conn_poll_event(c->conn, &ev)) {
         if (c->closing)
             continue; /* taken over or refused: ignore what is left */
+        struct session *s = c->session;
         switch (ev.type) {
         case M2M_MQTT_EV_CONNECT:
             if (on_connect(b, c, &ev, now)) {
                 c->closing = true;
-                msg_unref(c->will);
+                msg_unref(b, c->will);
                 c->will = NULL;
             }
             break;
         case M2M_MQTT_EV_PUBLISH:
-            if (c->session)
+            if (s)
                 on_publish(b, c, ev.publish, now);
             break;
         case M2M_MQTT_EV_PUBLISH_DONE:
-            if (c->session)
-                on_publish_done(c->session, ev.packet_id);
+            if (s)
+                on_publish_done(b, s, ev.packet_id);
+            break;
+        case M2M_MQTT_EV_PUBLISH_RELEASED:
+            if (s)
+                on_publish_released(s, ev.packet_id);
             break;
         case M2M_MQTT_EV_SUBSCRIBE:
-            if (c->session)
+            if (s)
                 on_subscribe(b, c, ev.subscribe, now);
             break;
         case M2M_MQTT_EV_UNSUBSCRIBE:
-            if (c->session)
-                on_unsubscribe(c, ev.unsubscribe);
+            if (s)
+                on_unsubscribe(b, c, ev.unsubscribe);
             break;
         case M2M_MQTT_EV_DISCONNECT:
+            /* A v5 client may change its Session Expiry Interval, but not
+             * from zero [MQTT-3.14.2-2]. */
+            if (s && ev.has_session_expiry && (s->expiry_s != 0 || ev.session_expiry == 0)) {
+                s->expiry_s = ev.session_expiry;
+                s->persistent = ev.session_expiry > 0;
+            }
+            /* fall through */
         case M2M_MQTT_EV_CLOSED:
             if (!ev.publish_will) {
-                msg_unref(c->will);
+                msg_unref(b, c->will);
                 c->will = NULL;
             }
             close = true;
@@ -801,18 +1074,59 @@ bool m2m_broker_process(struct m2m_broker *b, struct m2m_broker_client *c, m2m_t
     return close || c->closing;
 }
 
+void m2m_broker_sync(struct m2m_broker *b)
+{
+    int rc = 0;
+    if (b->cfg.store) {
+        rc = b->cfg.store->ops->commit(b->cfg.store);
+        if (b->store_failed && !rc)
+            rc = M2M_EIO; /* a write of this batch failed: it is not all there */
+        b->store_failed = false;
+    }
+    for (size_t i = 0; i < b->nacks; i++) {
+        struct ack *a = &b->acks[i];
+        if (!a->c || a->c->closing)
+            continue;
+        if (rc && a->c->version != M2M_MQTT_V5) {
+            /* 3.1.1 cannot refuse a PUBLISH: close, the client sends it again. */
+            m2m_mqtt_conn_disconnect(a->c->conn, 0);
+            a->c->closing = true;
+        } else {
+            m2m_mqtt_conn_ack(a->c->conn, a->packet_id, rc ? M2M_MQTT_RC_UNSPECIFIED_ERROR : a->reason);
+        }
+        if (a->c->wake)
+            a->c->wake(a->c->io);
+    }
+    b->nacks = 0;
+}
+
+static m2m_time session_deadline(const struct session *s)
+{
+    return s->will_at < s->expire_at ? s->will_at : s->expire_at;
+}
+
 void m2m_broker_detach(struct m2m_broker *b, struct m2m_broker_client *c, m2m_time now)
 {
+    for (size_t i = 0; i < b->nacks; i++)
+        if (b->acks[i].c == c)
+            b->acks[i].c = NULL;
     struct session *s = c->session;
+    struct msg *will = c->will;
+    c->will = NULL;
     if (s) {
         s->client = NULL;
         requeue_inflight(s);
-        if (!s->persistent) {
-            session_free(b, s);
-            s = NULL;
-        } else if (s->expiry_s != UINT32_MAX) {
+        if (s->persistent && s->expiry_s != UINT32_MAX)
             s->expire_at = now + (m2m_time)s->expiry_s * 1000;
+        if (will && c->will_delay_s && s->persistent) {
+            /* Published when the delay or the session ends, whichever
+             * comes first [MQTT-3.1.2-?], unless the client comes back. */
+            s->will = will;
+            s->will_at = now + (m2m_time)c->will_delay_s * 1000;
+            will = NULL;
         }
+        if (s->persistent)
+            persist_session(b, s);
     }
     c->session = NULL;
     c->closing = true;
@@ -822,12 +1136,61 @@ void m2m_broker_detach(struct m2m_broker *b, struct m2m_broker_client *c, m2m_ti
         b->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    if (c->will) {
-        b->current = NULL;
-        if (c->will->retain)
-            retain_store(b, c->will);
-        route(b, s, c->will, now);
-        msg_unref(c->will);
+    if (b->st.clients_connected)
+        b->st.clients_connected--;
+    if (will) {
+        publish_will(b, s, will, c->username, now);
+        msg_unref(b, will);
     }
+    if (s && !s->persistent)
+        session_free(b, s);
+    free(c->username);
     free(c);
+}
+
+m2m_time m2m_broker_next_timeout(const struct m2m_broker *b)
+{
+    m2m_time t = b->next_sys;
+    for (const struct session *s = b->all; s; s = s->next) {
+        if (!s->client) {
+            m2m_time d = session_deadline(s);
+            if (d < t)
+                t = d;
+        }
+    }
+    return t;
+}
+
+void m2m_broker_on_timeout(struct m2m_broker *b, m2m_time now)
+{
+    struct session *s = b->all;
+    while (s) {
+        struct session *next = s->next;
+        if (!s->client && s->will && now >= s->will_at) {
+            struct msg *w = s->will;
+            s->will = NULL;
+            s->will_at = M2M_NEVER;
+            publish_will(b, s, w, NULL, now);
+            msg_unref(b, w);
+        }
+        if (!s->client && now >= s->expire_at) {
+            if (s->will) { /* the session ends first: the will goes now */
+                struct msg *w = s->will;
+                s->will = NULL;
+                publish_will(b, NULL, w, NULL, now);
+                msg_unref(b, w);
+            }
+            session_free(b, s);
+        }
+        s = next;
+    }
+    if (now >= b->next_sys) {
+        sys_publish(b, now);
+        b->next_sys = now + (m2m_time)b->cfg.sys_interval_s * 1000;
+    }
+}
+
+struct m2m_broker_stats *m2m_broker_stats(struct m2m_broker *b)
+{
+    return &b->st;
 }

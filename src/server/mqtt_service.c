@@ -1,12 +1,16 @@
 #include "server/mqtt_service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "m2m/mqtt_session.h"
 #include "net/addr.h"
+#include "server/mqtt_auth.h"
 #include "server/mqtt_broker.h"
+#include "store/mqtt_store.h"
 
 struct mqtt_io {
     struct m2m_mqtt_service *svc;
@@ -16,7 +20,18 @@ struct mqtt_io {
     struct mqtt_io *prev, *next; /* svc->clients */
     struct mqtt_io *woken_next;
     bool woken;
+    uint64_t rx_counted, tx_counted;
 };
+
+/* Adds the bytes moved since last time to the broker's statistics. */
+static void count_bytes(struct mqtt_io *io)
+{
+    struct m2m_broker_stats *st = m2m_broker_stats(io->svc->broker);
+    st->bytes_received += io->tcp->meter.rx_bytes - io->rx_counted;
+    st->bytes_sent += io->tcp->meter.tx_bytes - io->tx_counted;
+    io->rx_counted = io->tcp->meter.rx_bytes;
+    io->tx_counted = io->tcp->meter.tx_bytes;
+}
 
 static int feed(void *core, m2m_time now, const uint8_t *p, size_t n)
 {
@@ -52,6 +67,7 @@ static bool on_react(struct m2m_tcp_conn *tcp, void *ctx)
 {
     struct mqtt_io *io = ctx;
     (void)tcp;
+    count_bytes(io);
     return m2m_broker_process(io->svc->broker, io->bc, now_of(io->svc));
 }
 
@@ -102,6 +118,7 @@ static void on_conn_closed(struct m2m_tcp_conn *tcp)
     struct mqtt_io *io = tcp->ctx;
     struct m2m_mqtt_service *svc = io->svc;
     unwake(io);
+    count_bytes(io);
     m2m_broker_detach(svc->broker, io->bc, now_of(svc));
     m2m_mqtt_conn_free(io->conn);
     if (io->prev)
@@ -126,6 +143,7 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     cc.topic_alias_maximum = (uint16_t)c->mqtt_topic_alias_maximum;
     cc.max_inflight = (uint16_t)c->mqtt_max_inflight;
     cc.connect_timeout_ms = (uint32_t)c->mqtt_connect_timeout;
+    cc.out_topic_aliases = (uint16_t)c->mqtt_out_topic_aliases;
     struct mqtt_io *io = calloc(1, sizeof *io);
     struct m2m_mqtt_conn *conn = io && !svc->closing ? m2m_mqtt_conn_new(&cc) : NULL;
     struct m2m_broker_client *bc = conn ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
@@ -135,6 +153,8 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
         m2m_tcp_conn_close(tcp, NULL);
         return;
     }
+    m2m_broker_client_allow_anonymous(bc, svc->anonymous == ANON_ALWAYS || (svc->anonymous == ANON_LOOPBACK &&
+                                                                            svc->loopback[l - svc->lis]));
     io->svc = svc;
     io->tcp = tcp;
     io->conn = conn;
@@ -148,6 +168,72 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     m2m_tcp_conn_start(tcp, &mqtt_stream_ops, conn, on_react, io, (size_t)c->mqtt_max_write_queue);
 }
 
+/* Group commit: once per loop iteration, before the loop waits for I/O,
+ * everything the broker wrote is committed and the acknowledgements that
+ * waited for it go out. */
+static void on_prepare(uv_prepare_t *h)
+{
+    struct m2m_mqtt_service *svc = h->data;
+    m2m_broker_sync(svc->broker);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct m2m_mqtt_service *svc = t->data;
+    m2m_time now = now_of(svc);
+    if (now >= m2m_broker_next_timeout(svc->broker))
+        m2m_broker_on_timeout(svc->broker, now);
+}
+
+static int open_store(struct m2m_mqtt_service *svc, char *err, size_t errcap)
+{
+    const struct m2m_conf *conf = svc->conf;
+    enum m2m_store_sync sync;
+    if (!strcmp(conf->mqtt_store_sync, "normal")) {
+        sync = M2M_STORE_SYNC_NORMAL;
+    } else if (!strcmp(conf->mqtt_store_sync, "full")) {
+        sync = M2M_STORE_SYNC_FULL;
+    } else {
+        snprintf(err, errcap, "mqtt.store_sync must be normal or full, not '%s'", conf->mqtt_store_sync);
+        return M2M_ECONFIG;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/mqtt.db", conf->data_dir);
+    char why[256] = "";
+    int rc = m2m_sqlite_mqtt_store_open(path, sync, &svc->store, why, sizeof why);
+    if (rc)
+        snprintf(err, errcap, "cannot open %s: %s", path, why[0] ? why : m2m_strerror(rc));
+    return rc;
+}
+
+static int parse_anonymous(struct m2m_mqtt_service *svc, char *err, size_t errcap)
+{
+    const char *v = svc->conf->mqtt_allow_anonymous;
+    if (!strcmp(v, "loopback"))
+        svc->anonymous = ANON_LOOPBACK;
+    else if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
+        svc->anonymous = ANON_ALWAYS;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
+        svc->anonymous = ANON_NEVER;
+    else {
+        snprintf(err, errcap, "mqtt.allow_anonymous must be loopback, true or false, not '%s'", v);
+        return M2M_ECONFIG;
+    }
+    return 0;
+}
+
+static int64_t wall_offset(uv_loop_t *loop)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)uv_now(loop);
+}
+
+static bool is_loopback(const char *addr)
+{
+    return !strcmp(addr, "::1") || !strncmp(addr, "127.", 4) || !strcmp(addr, "localhost");
+}
+
 int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const struct m2m_conf *conf,
                            const struct m2m_logger *log, char *err, size_t errcap)
 {
@@ -155,25 +241,63 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     svc->loop = loop;
     svc->conf = conf;
     svc->log = log;
+    int rc = parse_anonymous(svc, err, errcap);
+    const char *pw = conf->mqtt_password_file[0] ? conf->mqtt_password_file : NULL;
+    const char *acl = conf->mqtt_acl_file[0] ? conf->mqtt_acl_file : NULL;
+    if (!rc && (pw || acl))
+        rc = m2m_mqtt_auth_load(&svc->auth, pw, acl, err, errcap);
+    if (!rc && conf->mqtt_persistence)
+        rc = open_store(svc, err, errcap);
+    if (rc) {
+        m2m_mqtt_auth_free(svc->auth);
+        svc->auth = NULL;
+        return rc;
+    }
     struct m2m_broker_config bcfg;
     memset(&bcfg, 0, sizeof bcfg);
     bcfg.max_queued_per_session = (size_t)conf->mqtt_max_queued;
+    bcfg.max_queued_bytes = (size_t)conf->mqtt_max_queued_bytes;
     bcfg.max_retained = (size_t)conf->mqtt_max_retained;
-    bcfg.allow_anonymous = conf->mqtt_allow_anonymous;
+    bcfg.max_session_expiry = (uint32_t)(conf->mqtt_max_session_expiry / 1000);
+    bcfg.sys_interval_s = (uint32_t)((conf->mqtt_sys_interval + 999) / 1000);
+    bcfg.version = M2M_VERSION_STRING;
+    uv_random(NULL, NULL, &bcfg.hash_key, sizeof bcfg.hash_key, 0, NULL);
+    bcfg.wall_offset_ms = wall_offset(loop);
+    bcfg.auth = svc->auth;
+    bcfg.store = svc->store;
     svc->broker = m2m_broker_new(&bcfg);
     if (!svc->broker) {
         snprintf(err, errcap, "mqtt: out of memory");
-        return M2M_ENOMEM;
+        rc = M2M_ENOMEM;
+    } else {
+        rc = m2m_broker_load(svc->broker, now_of(svc), err, errcap);
+    }
+    if (rc) {
+        m2m_broker_free(svc->broker);
+        svc->broker = NULL;
+        if (svc->store)
+            svc->store->ops->close(svc->store);
+        svc->store = NULL;
+        m2m_mqtt_auth_free(svc->auth);
+        svc->auth = NULL;
+        return rc;
     }
     uv_async_init(loop, &svc->kick, on_kick);
     svc->kick.data = svc;
+    uv_prepare_init(loop, &svc->prepare);
+    svc->prepare.data = svc;
+    uv_prepare_start(&svc->prepare, on_prepare);
+    uv_timer_init(loop, &svc->tick);
+    svc->tick.data = svc;
+    uv_timer_start(&svc->tick, on_tick, 0, 1000);
+    svc->handles = 3;
     const char *binds[M2M_MQTT_LISTENERS] = {conf->mqtt_bind, conf->mqtt_bind6};
     int port = (int)conf->mqtt_port;
     for (int i = 0; i < M2M_MQTT_LISTENERS; i++) {
         if (!binds[i][0])
             continue;
         struct sockaddr_storage ss;
-        int rc = m2m_sockaddr_parse(binds[i], port, &ss) ? M2M_ECONFIG : 0;
+        rc = m2m_sockaddr_parse(binds[i], port, &ss) ? M2M_ECONFIG : 0;
         if (!rc)
             rc = m2m_tcp_listen(&svc->lis[svc->n], loop, (struct sockaddr *)&ss, on_accept, svc, log);
         if (rc) {
@@ -182,6 +306,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
             m2m_mqtt_service_stop(svc, NULL);
             return rc;
         }
+        svc->loopback[svc->n] = is_loopback(binds[i]);
         svc->n++;
         if (port == 0)
             port = m2m_mqtt_service_port(svc);
@@ -194,10 +319,18 @@ int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc)
     return svc->n ? m2m_tcp_listener_port(&svc->lis[0]) : -1;
 }
 
-static void kick_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *h)
 {
     struct m2m_mqtt_service *svc = h->data;
+    if (--svc->handles > 0)
+        return;
+    m2m_broker_sync(svc->broker);
     m2m_broker_free(svc->broker);
+    if (svc->store)
+        svc->store->ops->close(svc->store);
+    svc->store = NULL;
+    m2m_mqtt_auth_free(svc->auth);
+    svc->auth = NULL;
     svc->broker = NULL;
     if (svc->stopped_cb)
         svc->stopped_cb(svc);
@@ -208,7 +341,9 @@ static void maybe_stopped(struct m2m_mqtt_service *svc)
     if (svc->closing != 1 || svc->clients || svc->n)
         return;
     svc->closing = 2;
-    uv_close((uv_handle_t *)&svc->kick, kick_closed);
+    uv_close((uv_handle_t *)&svc->kick, handle_closed);
+    uv_close((uv_handle_t *)&svc->prepare, handle_closed);
+    uv_close((uv_handle_t *)&svc->tick, handle_closed);
 }
 
 static void listener_closed(struct m2m_tcp_listener *l)

@@ -11,15 +11,26 @@
 #define M2M_MQTT_LISTENERS 2
 
 struct m2m_broker;
+struct m2m_mqtt_store;
+struct m2m_mqtt_auth;
 struct mqtt_io;
+
+enum m2m_mqtt_anonymous { ANON_LOOPBACK, ANON_ALWAYS, ANON_NEVER };
 
 struct m2m_mqtt_service {
     struct m2m_tcp_listener lis[M2M_MQTT_LISTENERS];
+    bool loopback[M2M_MQTT_LISTENERS]; /* bound to a loopback address: anonymous clients by default */
     int n;
     int closing;
     uv_loop_t *loop;
-    uv_async_t kick; /* processes clients the broker woke while serving another */
+    uv_async_t kick;      /* processes clients the broker woke while serving another */
+    uv_prepare_t prepare; /* group commit before the loop waits */
+    uv_timer_t tick;      /* session expiry, delayed wills, $SYS */
+    int handles;
+    enum m2m_mqtt_anonymous anonymous;
     struct m2m_broker *broker;
+    struct m2m_mqtt_store *store;
+    struct m2m_mqtt_auth *auth;
     const struct m2m_conf *conf;
     const struct m2m_logger *log;
     struct mqtt_io *clients; /* every open connection */

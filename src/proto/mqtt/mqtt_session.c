@@ -42,6 +42,10 @@ struct alias {
     size_t n;
 };
 
+/* Outbound topic aliases: assigned on first use, never replaced, so a
+ * PUBLISH kept for resend always names a live mapping. */
+#define MAX_OUT_ALIASES 64
+
 struct m2m_mqtt_conn {
     struct m2m_mqtt_conn_config cfg;
     enum conn_state st;
@@ -70,7 +74,10 @@ struct m2m_mqtt_conn {
     size_t noutq;
     uint16_t next_id;
 
-    struct alias *aliases; /* topic_alias_maximum entries, index alias - 1 */
+    struct alias *aliases;     /* topic_alias_maximum entries, index alias - 1 */
+    struct alias *out_aliases; /* ours towards the client, index alias - 1 */
+    uint16_t n_out_aliases;
+    uint16_t max_out_aliases; /* min(the client's Topic Alias Maximum, ours) */
 };
 
 static void ev_node_free(struct ev_node *e)
@@ -139,6 +146,10 @@ void m2m_mqtt_conn_free(struct m2m_mqtt_conn *c)
         for (size_t i = 0; i < c->cfg.topic_alias_maximum; i++)
             free(c->aliases[i].p);
     free(c->aliases);
+    if (c->out_aliases)
+        for (size_t i = 0; i < c->n_out_aliases; i++)
+            free(c->out_aliases[i].p);
+    free(c->out_aliases);
     free(c->outq);
     free(c->inq);
     free(c->out);
@@ -376,6 +387,12 @@ static void on_connect(struct m2m_mqtt_conn *c, const struct m2m_mqtt_packet *pk
             c->client_recv_max = cn->props.receive_maximum;
         if (m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_MAXIMUM_PACKET_SIZE))
             c->client_max_packet = cn->props.maximum_packet_size;
+        if (m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_TOPIC_ALIAS_MAXIMUM)) {
+            uint16_t want = cn->props.topic_alias_maximum;
+            uint16_t cap =
+                c->cfg.out_topic_aliases < MAX_OUT_ALIASES ? c->cfg.out_topic_aliases : MAX_OUT_ALIASES;
+            c->max_out_aliases = want < cap ? want : cap;
+        }
     }
     c->st = ST_AWAIT_ACCEPT;
     if (!ev_push(c, M2M_MQTT_EV_CONNECT, raw, len))
@@ -500,6 +517,11 @@ static void on_packet(struct m2m_mqtt_conn *c, const uint8_t *raw, size_t len)
         }
         m->st = OUT_WAIT_PUBCOMP;
         send_ack(c, M2M_MQTT_PUBREL, m->id, 0);
+        struct ev_node *e = ev_push(c, M2M_MQTT_EV_PUBLISH_RELEASED, NULL, 0);
+        if (e)
+            e->ev.packet_id = m->id;
+        else
+            conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
         break;
     }
     case M2M_MQTT_PUBCOMP: {
@@ -529,6 +551,11 @@ static void on_packet(struct m2m_mqtt_conn *c, const uint8_t *raw, size_t len)
         if (e) {
             e->ev.reason = r;
             e->ev.publish_will = will;
+            if (c->version == M2M_MQTT_V5 &&
+                m2m_mqtt_props_has(&pkt.u.disconnect.props, M2M_MQTT_P_SESSION_EXPIRY)) {
+                e->ev.has_session_expiry = true;
+                e->ev.session_expiry = pkt.u.disconnect.props.session_expiry;
+            }
         }
         break;
     }
@@ -736,35 +763,71 @@ int m2m_mqtt_conn_unsuback(struct m2m_mqtt_conn *c, uint16_t packet_id, const ui
 
 /* ---- outbound messages -------------------------------------------------- */
 
-int m2m_mqtt_conn_publish(struct m2m_mqtt_conn *c, m2m_time now, struct m2m_slice topic,
-                          struct m2m_slice payload, uint8_t qos, bool retain,
-                          const struct m2m_mqtt_props *props, uint16_t *packet_id)
+/* The alias for topic towards this client: *fresh when the mapping is new
+ * (send the topic with it once), 0 when none is free. */
+static uint16_t out_alias(struct m2m_mqtt_conn *c, struct m2m_slice topic, bool *fresh)
+{
+    *fresh = false;
+    if (!c->max_out_aliases)
+        return 0;
+    for (uint16_t i = 0; i < c->n_out_aliases; i++)
+        if (c->out_aliases[i].n == topic.n && memcmp(c->out_aliases[i].p, topic.p, topic.n) == 0)
+            return (uint16_t)(i + 1);
+    if (c->n_out_aliases >= c->max_out_aliases)
+        return 0;
+    if (!c->out_aliases && !(c->out_aliases = calloc(c->max_out_aliases, sizeof *c->out_aliases)))
+        return 0;
+    uint8_t *p = malloc(topic.n);
+    if (!p)
+        return 0;
+    memcpy(p, topic.p, topic.n);
+    c->out_aliases[c->n_out_aliases] = (struct alias){p, topic.n};
+    *fresh = true;
+    return ++c->n_out_aliases;
+}
+
+/* Sends a PUBLISH; `fixed_id` (non-zero) restores a message of an earlier
+ * connection with its packet id and DUP set, `released` one whose PUBREC
+ * came already (only PUBREL goes out). */
+static int publish(struct m2m_mqtt_conn *c, m2m_time now, const struct m2m_mqtt_publish *in,
+                   uint16_t fixed_id, bool released, uint16_t *packet_id)
 {
     if (c->st != ST_CONNECTED)
         return M2M_ESTATE;
     if (now > c->now)
         c->now = now;
-    if (qos > 2 || !m2m_mqtt_topic_valid(topic))
+    if (in->qos > 2 || !m2m_mqtt_topic_valid(in->topic) || (fixed_id && in->qos == 0))
         return M2M_EINVAL;
     size_t window = c->cfg.max_inflight < c->client_recv_max ? c->cfg.max_inflight : c->client_recv_max;
-    if (qos > 0 && c->noutq >= window)
+    if (in->qos > 0 && c->noutq >= window)
         return M2M_EAGAIN; /* [MQTT-3.3.4-7] */
+    if (fixed_id && out_find(c, fixed_id))
+        return M2M_EEXIST;
     struct m2m_mqtt_packet pkt;
     m2m_mqtt_packet_init(&pkt, M2M_MQTT_PUBLISH, (enum m2m_mqtt_version)c->version);
-    pkt.u.publish.qos = qos;
-    pkt.u.publish.retain = retain;
-    pkt.u.publish.topic = topic;
-    pkt.u.publish.payload = payload;
-    if (props && c->version == M2M_MQTT_V5) {
-        pkt.u.publish.props = *props;
-        /* No outbound aliases: the client's Topic Alias Maximum is not tracked. */
+    pkt.u.publish = *in;
+    pkt.u.publish.dup = fixed_id != 0; /* [MQTT-3.3.1-1] */
+    if (c->version != M2M_MQTT_V5) {
+        memset(&pkt.u.publish.props, 0, sizeof pkt.u.publish.props);
+    } else {
         pkt.u.publish.props.present &= ~((uint64_t)1 << M2M_MQTT_P_TOPIC_ALIAS);
+        bool fresh;
+        uint16_t a = out_alias(c, in->topic, &fresh);
+        if (a) {
+            pkt.u.publish.props.topic_alias = a;
+            m2m_mqtt_props_set(&pkt.u.publish.props, M2M_MQTT_P_TOPIC_ALIAS);
+            if (!fresh)
+                pkt.u.publish.topic = (struct m2m_slice){NULL, 0};
+        }
     }
-    if (qos > 0) {
-        uint16_t id = c->next_id;
-        while (out_find(c, id) || id == 0)
-            id = (uint16_t)(id + 1);
-        c->next_id = (uint16_t)(id + 1);
+    if (in->qos > 0) {
+        uint16_t id = fixed_id;
+        if (!id) {
+            id = c->next_id;
+            while (out_find(c, id) || id == 0)
+                id = (uint16_t)(id + 1);
+            c->next_id = (uint16_t)(id + 1);
+        }
         pkt.u.publish.packet_id = id;
     }
     size_t need = m2m_mqtt_encoded_size(&pkt), len = 0;
@@ -776,16 +839,62 @@ int m2m_mqtt_conn_publish(struct m2m_mqtt_conn *c, m2m_time now, struct m2m_slic
     if (!raw)
         return M2M_ENOMEM;
     int rc = m2m_mqtt_encode(&pkt, raw, need, &len);
-    if (!rc)
+    if (!rc && !released)
         rc = out_raw(c, raw, len);
-    if (rc || qos == 0) {
+    if (!rc && released) {
+        struct m2m_mqtt_packet a;
+        m2m_mqtt_packet_init(&a, M2M_MQTT_PUBREL, (enum m2m_mqtt_version)c->version);
+        a.u.ack.packet_id = fixed_id;
+        rc = out_pkt(c, &a); /* [MQTT-4.3.3-5]: never the PUBLISH again */
+    }
+    if (rc || in->qos == 0) {
         free(raw);
         return rc;
     }
-    c->outq[c->noutq++] =
-        (struct out_msg){pkt.u.publish.packet_id, qos == 1 ? OUT_WAIT_PUBACK : OUT_WAIT_PUBREC, raw, len};
+    uint8_t st = in->qos == 1 ? OUT_WAIT_PUBACK : released ? OUT_WAIT_PUBCOMP : OUT_WAIT_PUBREC;
+    c->outq[c->noutq++] = (struct out_msg){pkt.u.publish.packet_id, st, raw, len};
     if (packet_id)
         *packet_id = pkt.u.publish.packet_id;
+    return 0;
+}
+
+int m2m_mqtt_conn_publish(struct m2m_mqtt_conn *c, m2m_time now, struct m2m_slice topic,
+                          struct m2m_slice payload, uint8_t qos, bool retain,
+                          const struct m2m_mqtt_props *props, uint16_t *packet_id)
+{
+    struct m2m_mqtt_publish in;
+    memset(&in, 0, sizeof in);
+    in.topic = topic;
+    in.payload = payload;
+    in.qos = qos;
+    in.retain = retain;
+    if (props)
+        in.props = *props;
+    return publish(c, now, &in, 0, false, packet_id);
+}
+
+int m2m_mqtt_conn_restore(struct m2m_mqtt_conn *c, m2m_time now, struct m2m_slice topic,
+                          struct m2m_slice payload, uint8_t qos, bool retain,
+                          const struct m2m_mqtt_props *props, uint16_t packet_id, bool released)
+{
+    if (!packet_id)
+        return M2M_EINVAL;
+    struct m2m_mqtt_publish in;
+    memset(&in, 0, sizeof in);
+    in.topic = topic;
+    in.payload = payload;
+    in.qos = qos;
+    in.retain = retain;
+    if (props)
+        in.props = *props;
+    return publish(c, now, &in, packet_id, released && qos == 2, NULL);
+}
+
+int m2m_mqtt_conn_disconnect(struct m2m_mqtt_conn *c, uint8_t reason)
+{
+    if (c->st == ST_CLOSED)
+        return M2M_ESTATE;
+    conn_close(c, M2M_ESTATE, reason);
     return 0;
 }
 
