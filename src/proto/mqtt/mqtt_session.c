@@ -588,6 +588,12 @@ static void process(struct m2m_mqtt_conn *c)
             conn_close(c, M2M_EMALFORMED, M2M_MQTT_RC_MALFORMED_PACKET);
             break;
         }
+        /* A 3.1.1 client does not know our Receive Maximum: instead of
+         * closing, wait until the application acknowledges one. */
+        uint8_t h = c->in[off];
+        if (c->st == ST_CONNECTED && c->version != M2M_MQTT_V5 && (h >> 4) == M2M_MQTT_PUBLISH &&
+            ((h >> 1) & 3) != 0 && c->ninq >= c->cfg.receive_maximum)
+            break;
         on_packet(c, c->in + off, total);
         off += total;
     }
@@ -723,6 +729,8 @@ int m2m_mqtt_conn_ack(struct m2m_mqtt_conn *c, uint16_t packet_id, uint8_t reaso
     if (m->qos == 1) {
         in_remove(c, m);
         send_ack(c, M2M_MQTT_PUBACK, packet_id, reason);
+        if (c->in_len)
+            process(c); /* a 3.1.1 publisher may have been waiting for this slot */
     } else {
         /* From here on a retransmission is not delivered again [MQTT-4.3.3-9]. */
         m->st = IN_WAIT_PUBREL;
