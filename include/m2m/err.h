@@ -18,7 +18,7 @@
     X(EUNSUPPORTED, "not supported")                                                                         \
     X(EIO, "input/output error")                                                                             \
     X(ECONFIG, "invalid configuration")                                                                      \
-    X(ESTATE, "operation not valid in this state")                                                          \
+    X(ESTATE, "operation not valid in this state")                                                           \
     X(ECORRUPT, "corrupted data")
 
 enum m2m_err {

@@ -21,6 +21,7 @@
 #define DEFAULT_MAX_QUEUED 1000
 #define DEFAULT_MAX_QUEUED_BYTES (64u << 20)
 #define DEFAULT_MAX_RETAINED 10000
+#define DEFAULT_MAX_SUBSCRIPTIONS 10000
 
 static uint8_t min_u8(uint8_t a, uint8_t b)
 {
@@ -853,6 +854,10 @@ static void on_subscribe(struct m2m_broker *b, struct m2m_broker_client *c,
             codes[i] = v5 ? M2M_MQTT_RC_NOT_AUTHORIZED : M2M_MQTT311_SUBACK_FAILURE;
             continue;
         }
+        if (s->nsubs >= b->cfg.max_subscriptions && !sub_find(s, r->filter, NULL)) {
+            codes[i] = v5 ? M2M_MQTT_RC_QUOTA_EXCEEDED : M2M_MQTT311_SUBACK_FAILURE;
+            continue;
+        }
         bool is_new = false;
         const struct sub *sb = sub_put(b, s, r, sub_id, &is_new);
         if (!sb) {
@@ -940,6 +945,8 @@ struct m2m_broker *m2m_broker_new(const struct m2m_broker_config *cfg)
         b->cfg.max_queued_bytes = DEFAULT_MAX_QUEUED_BYTES;
     if (!b->cfg.max_retained)
         b->cfg.max_retained = DEFAULT_MAX_RETAINED;
+    if (!b->cfg.max_subscriptions)
+        b->cfg.max_subscriptions = DEFAULT_MAX_SUBSCRIPTIONS;
     b->next_msg_id = 1;
     b->next_sys = M2M_NEVER;
     b->root = tree_new_root();

@@ -28,6 +28,7 @@ struct m2m_broker_config {
     size_t max_queued_per_session;    /* messages queued for one session [1000] */
     size_t max_queued_bytes;          /* payload bytes queued for one session [64 MiB] */
     size_t max_retained;              /* retained topics [10000] */
+    size_t max_subscriptions;         /* per session; beyond, SUBACK 0x97 / 0x80 [10000] */
     bool allow_anonymous;             /* default for m2m_broker_client_allow_anonymous */
     uint32_t max_session_expiry;      /* cap on the v5 Session Expiry Interval, s [0: none] */
     uint32_t sys_interval_s;          /* $SYS/broker/... every so many seconds [0: never] */

@@ -258,6 +258,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     bcfg.max_queued_per_session = (size_t)conf->mqtt_max_queued;
     bcfg.max_queued_bytes = (size_t)conf->mqtt_max_queued_bytes;
     bcfg.max_retained = (size_t)conf->mqtt_max_retained;
+    bcfg.max_subscriptions = (size_t)conf->mqtt_max_subscriptions;
     bcfg.max_session_expiry = (uint32_t)(conf->mqtt_max_session_expiry / 1000);
     bcfg.sys_interval_s = (uint32_t)((conf->mqtt_sys_interval + 999) / 1000);
     bcfg.version = M2M_VERSION_STRING;

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,9 @@
 
 #include "m2m/mqtt.h"
 #include "m2m/mqtt_session.h"
+#include "server/mqtt_auth.h"
 #include "server/mqtt_broker.h"
+#include "store/mqtt_store.h"
 
 #define V3 M2M_MQTT_V311
 #define V5 M2M_MQTT_V5
@@ -27,11 +30,14 @@ slice_is(struct m2m_slice s, const char *want)
     return s.n == strlen(want) && memcmp(s.p, want, s.n) == 0;
 }
 
-static const struct m2m_mqtt_conn_config conn_cfg = {
+static struct m2m_mqtt_conn_config conn_cfg = {
     .start = 0,
     .max_packet_size = 4096,
     .max_inflight = 8,
 };
+
+/* Virtual time of every feed, detach and timeout. */
+static m2m_time now_ms;
 
 /* ---- a scripted client ---------------------------------------------------- */
 
@@ -83,8 +89,8 @@ static bool feed(struct m2m_broker *b, struct tc *t, const struct m2m_mqtt_packe
     uint8_t buf[4096];
     size_t len = 0;
     assert_int_equal(m2m_mqtt_encode(pkt, buf, sizeof buf, &len), 0);
-    assert_int_equal(m2m_mqtt_conn_feed(t->conn, 0, buf, len), 0);
-    t->closed = m2m_broker_process(b, t->bc, 0);
+    assert_int_equal(m2m_mqtt_conn_feed(t->conn, now_ms, buf, len), 0);
+    t->closed = m2m_broker_process(b, t->bc, now_ms);
     return t->closed;
 }
 
@@ -92,6 +98,9 @@ struct copts {
     bool clean;
     uint32_t expiry; /* v5 Session Expiry */
     const char *will_topic;
+    uint32_t will_delay;
+    uint16_t topic_alias_max;
+    const char *user, *password;
 };
 
 /* Connects; the output (CONNACK and anything queued) is left in *o. */
@@ -117,6 +126,22 @@ static void tc_open(struct m2m_broker *b, struct tc *t, enum m2m_mqtt_version v,
         p.u.connect.will_qos = 1;
         p.u.connect.will_topic = S(co->will_topic);
         p.u.connect.will_payload = S("gone");
+        if (co->will_delay) {
+            p.u.connect.will_props.will_delay = co->will_delay;
+            m2m_mqtt_props_set(&p.u.connect.will_props, M2M_MQTT_P_WILL_DELAY);
+        }
+    }
+    if (co && co->topic_alias_max) {
+        p.u.connect.props.topic_alias_maximum = co->topic_alias_max;
+        m2m_mqtt_props_set(&p.u.connect.props, M2M_MQTT_P_TOPIC_ALIAS_MAXIMUM);
+    }
+    if (co && co->user) {
+        p.u.connect.has_username = true;
+        p.u.connect.username = S(co->user);
+    }
+    if (co && co->password) {
+        p.u.connect.has_password = true;
+        p.u.connect.password = S(co->password);
     }
     feed(b, t, &p);
     drain(t, o);
@@ -134,7 +159,7 @@ static void tc_simple(struct m2m_broker *b, struct tc *t, enum m2m_mqtt_version 
 
 static void tc_close(struct m2m_broker *b, struct tc *t)
 {
-    m2m_broker_detach(b, t->bc, 0);
+    m2m_broker_detach(b, t->bc, now_ms);
     m2m_mqtt_conn_free(t->conn);
     t->conn = NULL;
 }
@@ -228,6 +253,441 @@ static struct m2m_broker *broker(void)
 }
 
 /* ---- tests ------------------------------------------------------------------ */
+
+/* ---- v5 features, expiry, persistence, auth ---------------------------------- */
+
+static void subscribe_id(struct m2m_broker *b, struct tc *t, const char *filter, uint32_t id)
+{
+    struct m2m_mqtt_packet p;
+    m2m_mqtt_packet_init(&p, M2M_MQTT_SUBSCRIBE, t->v);
+    p.u.subscribe.packet_id = 77;
+    p.u.subscribe.n = 1;
+    p.u.subscribe.sub[0].filter = S(filter);
+    p.u.subscribe.sub[0].qos = 1;
+    p.u.subscribe.props.subid[0] = id;
+    p.u.subscribe.props.nsubid = 1;
+    m2m_mqtt_props_set(&p.u.subscribe.props, M2M_MQTT_P_SUBSCRIPTION_ID);
+    assert_false(feed(b, t, &p));
+    struct outp o;
+    drain(t, &o);
+    assert_int_equal(o.pkt[0].type, M2M_MQTT_SUBACK);
+    assert_int_equal(o.pkt[0].u.suback.rc[0], 1);
+}
+
+static void test_subscription_ids(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc pub, sub;
+    struct outp o;
+    tc_simple(b, &pub, V3, "pub");
+    tc_simple(b, &sub, V5, "sub");
+    subscribe_id(b, &sub, "a/+", 7);
+    subscribe_id(b, &sub, "a/#", 9);
+    sub_simple(b, &sub, "+/b", 0);
+    publish(b, &pub, "a/b", "x", 1, false, 1);
+    drain(&sub, &o);
+    assert_int_equal(o.n, 1); /* one copy at the highest QoS [MQTT-3.3.4-2] */
+    const struct m2m_mqtt_publish *p = expect_pub(&o, 0, "a/b", "x", 1, false);
+    /* every matching identifier, in any order [MQTT-3.3.4-3] */
+    assert_int_equal(p->props.nsubid, 2);
+    assert_true((p->props.subid[0] == 7 && p->props.subid[1] == 9) ||
+                (p->props.subid[0] == 9 && p->props.subid[1] == 7));
+    tc_close(b, &sub);
+    tc_close(b, &pub);
+    m2m_broker_free(b);
+}
+
+static void publish_expiring(struct m2m_broker *b, struct tc *t, const char *topic, uint32_t expiry,
+                             uint16_t id)
+{
+    struct m2m_mqtt_packet p;
+    m2m_mqtt_packet_init(&p, M2M_MQTT_PUBLISH, V5);
+    p.u.publish.topic = S(topic);
+    p.u.publish.payload = S("e");
+    p.u.publish.qos = 1;
+    p.u.publish.packet_id = id;
+    p.u.publish.props.message_expiry = expiry;
+    m2m_mqtt_props_set(&p.u.publish.props, M2M_MQTT_P_MESSAGE_EXPIRY);
+    assert_false(feed(b, t, &p));
+}
+
+static void test_message_expiry(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc pub, sub;
+    struct outp o;
+    now_ms = 0;
+    tc_simple(b, &pub, V5, "pub");
+    struct copts keep = {.clean = false, .expiry = 600};
+    tc_open(b, &sub, V5, "exp", &keep, &o);
+    sub_simple(b, &sub, "x", 1);
+    tc_close(b, &sub);
+    publish_expiring(b, &pub, "x", 5, 1);
+    publish_expiring(b, &pub, "x", 1, 2);
+    now_ms = 2000;
+    tc_open(b, &sub, V5, "exp", &keep, &o);
+    /* The 1 s message expired [MQTT-3.3.2-5]; the other one carries what is
+     * left of its interval [MQTT-3.3.2-6]. */
+    assert_int_equal(o.n, 2);
+    const struct m2m_mqtt_publish *p = expect_pub(&o, 1, "x", "e", 1, false);
+    assert_true(m2m_mqtt_props_has(&p->props, M2M_MQTT_P_MESSAGE_EXPIRY));
+    assert_int_equal(p->props.message_expiry, 3);
+    tc_close(b, &sub);
+    tc_close(b, &pub);
+    m2m_broker_free(b);
+    now_ms = 0;
+}
+
+static void test_will_delay(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc w, watcher;
+    struct outp o;
+    now_ms = 0;
+    tc_simple(b, &watcher, V5, "watch");
+    sub_simple(b, &watcher, "will/#", 1);
+
+    /* Published once the delay has passed [MQTT-3.1.2-?: Will Delay Interval]. */
+    struct copts co = {.clean = true, .expiry = 60, .will_topic = "will/d", .will_delay = 5};
+    tc_open(b, &w, V5, "d", &co, &o);
+    tc_close(b, &w);
+    expect_nothing(&watcher);
+    assert_int_equal(m2m_broker_next_timeout(b), 5000);
+    m2m_broker_on_timeout(b, 4000);
+    expect_nothing(&watcher);
+    m2m_broker_on_timeout(b, 5000);
+    drain(&watcher, &o);
+    assert_int_equal(o.n, 1);
+    expect_pub(&o, 0, "will/d", "gone", 1, false);
+    send_ack(b, &watcher, M2M_MQTT_PUBACK, o.pkt[0].u.publish.packet_id);
+
+    /* Back within the delay: never published [MQTT-3.1.3-9]. */
+    now_ms = 10000;
+    tc_open(b, &w, V5, "d", &co, &o);
+    tc_close(b, &w);
+    now_ms = 12000;
+    tc_open(b, &w, V5, "d", &co, &o);
+    m2m_broker_on_timeout(b, 20000);
+    expect_nothing(&watcher);
+    /* The session ends before the delay: the will goes with it. */
+    struct copts short_session = {.clean = true, .expiry = 2, .will_topic = "will/s", .will_delay = 30};
+    m2m_broker_detach(b, w.bc, now_ms);
+    m2m_mqtt_conn_free(w.conn);
+    tc_open(b, &w, V5, "s", &short_session, &o);
+    tc_close(b, &w);
+    m2m_broker_on_timeout(b, now_ms + 2000);
+    drain(&watcher, &o);
+    assert_int_equal(o.n, 1);
+    expect_pub(&o, 0, "will/s", "gone", 1, false);
+
+    tc_close(b, &watcher);
+    m2m_broker_free(b);
+    now_ms = 0;
+}
+
+static void test_session_expiry_timer(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc sub;
+    struct outp o;
+    now_ms = 0;
+    struct copts keep = {.clean = false, .expiry = 2};
+    tc_open(b, &sub, V5, "short", &keep, &o);
+    sub_simple(b, &sub, "t", 1);
+    tc_close(b, &sub);
+    assert_int_equal(m2m_broker_next_timeout(b), 2000);
+    m2m_broker_on_timeout(b, 1999);
+    now_ms = 1999;
+    tc_open(b, &sub, V5, "short", &keep, &o);
+    assert_true(o.pkt[0].u.connack.session_present);
+    tc_close(b, &sub);
+    m2m_broker_on_timeout(b, 1999 + 2000);
+    assert_int_equal(m2m_broker_next_timeout(b), M2M_NEVER);
+    now_ms = 5000;
+    tc_open(b, &sub, V5, "short", &keep, &o);
+    assert_false(o.pkt[0].u.connack.session_present);
+    tc_close(b, &sub);
+    m2m_broker_free(b);
+    now_ms = 0;
+}
+
+static void test_takeover_v5_reason(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc old, neu;
+    struct outp o;
+    tc_simple(b, &old, V5, "same");
+    tc_simple(b, &neu, V5, "same");
+    drain(&old, &o);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(o.pkt[0].type, M2M_MQTT_DISCONNECT);
+    assert_int_equal(o.pkt[0].u.disconnect.rc, M2M_MQTT_RC_SESSION_TAKEN_OVER); /* [MQTT-3.1.4-3] */
+    assert_true(m2m_broker_process(b, old.bc, 0));
+    tc_close(b, &old);
+    tc_close(b, &neu);
+    m2m_broker_free(b);
+}
+
+/* Per-filter failures in one SUBACK: the session's subscription quota
+ * (0x97 in v5, 0x80 in 3.1.1), the other filters granted. A filter that is
+ * not well formed is a malformed packet instead (the codec's tests). */
+static void test_suback_codes(void **state)
+{
+    (void)state;
+    struct m2m_broker_config cfg = {.allow_anonymous = true, .max_subscriptions = 2};
+    struct m2m_broker *b = m2m_broker_new(&cfg);
+    struct tc t;
+    struct outp o;
+    for (int v = 0; v < 2; v++) {
+        tc_simple(b, &t, v ? V3 : V5, "codes");
+        struct m2m_mqtt_packet p;
+        m2m_mqtt_packet_init(&p, M2M_MQTT_SUBSCRIBE, t.v);
+        p.u.subscribe.packet_id = 5;
+        p.u.subscribe.n = 4;
+        p.u.subscribe.sub[0].filter = S("ok/1");
+        p.u.subscribe.sub[0].qos = 1;
+        p.u.subscribe.sub[1].filter = S("ok/2");
+        p.u.subscribe.sub[1].qos = 2;
+        p.u.subscribe.sub[2].filter = S("ok/3");
+        p.u.subscribe.sub[3].filter = S("ok/1"); /* a replacement needs no new slot */
+        assert_false(feed(b, &t, &p));
+        drain(&t, &o);
+        assert_int_equal(o.pkt[0].u.suback.n, 4);
+        assert_int_equal(o.pkt[0].u.suback.rc[0], 1);
+        assert_int_equal(o.pkt[0].u.suback.rc[1], 2);
+        assert_int_equal(o.pkt[0].u.suback.rc[2],
+                         v ? M2M_MQTT311_SUBACK_FAILURE : M2M_MQTT_RC_QUOTA_EXCEEDED);
+        assert_int_equal(o.pkt[0].u.suback.rc[3], 0);
+        tc_close(b, &t);
+    }
+    m2m_broker_free(b);
+}
+
+static void test_sys_topics(void **state)
+{
+    (void)state;
+    struct m2m_broker_config cfg = {.allow_anonymous = true, .sys_interval_s = 10, .version = "test"};
+    struct m2m_broker *b = m2m_broker_new(&cfg);
+    char err[100];
+    assert_int_equal(m2m_broker_load(b, 0, err, sizeof err), 0);
+    struct tc t;
+    struct outp o;
+    tc_simple(b, &t, V3, "sys");
+    sub_simple(b, &t, "#", 0);
+    sub_simple(b, &t, "$SYS/broker/clients/connected", 0);
+    assert_int_equal(m2m_broker_next_timeout(b), 0);
+    m2m_broker_on_timeout(b, 0);
+    drain(&t, &o);
+    assert_int_equal(o.n, 1); /* `#` does not see $SYS [MQTT-4.7.2-1] */
+    expect_pub(&o, 0, "$SYS/broker/clients/connected", "1", 0, false);
+    assert_int_equal(m2m_broker_next_timeout(b), 10000);
+    /* Retained: a late subscriber gets the last value at once. */
+    subscribe(b, &t, "$SYS/broker/version", 0, NULL, 0, &o);
+    assert_int_equal(o.n, 2);
+    expect_pub(&o, 1, "$SYS/broker/version", "m2mkit test", 0, true);
+    /* Clients may not publish into $SYS. */
+    publish(b, &t, "$SYS/broker/clients/connected", "999", 0, false, 0);
+    expect_nothing(&t);
+    tc_close(b, &t);
+    m2m_broker_free(b);
+}
+
+static void test_outbound_topic_alias(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc pub, sub;
+    struct outp o;
+    tc_simple(b, &pub, V3, "pub");
+    conn_cfg.out_topic_aliases = 4;
+    struct copts co = {.clean = true, .topic_alias_max = 2};
+    tc_open(b, &sub, V5, "alias", &co, &o);
+    conn_cfg.out_topic_aliases = 0;
+    sub_simple(b, &sub, "al/#", 0);
+    publish(b, &pub, "al/one", "1", 0, false, 0);
+    publish(b, &pub, "al/one", "2", 0, false, 0);
+    publish(b, &pub, "al/two", "3", 0, false, 0);
+    publish(b, &pub, "al/three", "4", 0, false, 0); /* no alias left: the topic in full */
+    drain(&sub, &o);
+    assert_int_equal(o.n, 4);
+    assert_true(slice_is(o.pkt[0].u.publish.topic, "al/one"));
+    assert_int_equal(o.pkt[0].u.publish.props.topic_alias, 1);
+    assert_int_equal(o.pkt[1].u.publish.topic.n, 0);
+    assert_int_equal(o.pkt[1].u.publish.props.topic_alias, 1);
+    assert_true(slice_is(o.pkt[2].u.publish.topic, "al/two"));
+    assert_int_equal(o.pkt[2].u.publish.props.topic_alias, 2);
+    assert_true(slice_is(o.pkt[3].u.publish.topic, "al/three"));
+    assert_false(m2m_mqtt_props_has(&o.pkt[3].u.publish.props, M2M_MQTT_P_TOPIC_ALIAS));
+    tc_close(b, &sub);
+    tc_close(b, &pub);
+    m2m_broker_free(b);
+}
+
+/* An unacknowledged message goes again on the next connection with its
+ * packet id and DUP [MQTT-4.4.0-1]; a QoS 2 one whose PUBREC came only as
+ * PUBREL [MQTT-4.3.3-5]. */
+static void test_resume_inflight(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc pub, sub;
+    struct outp o;
+    tc_simple(b, &pub, V3, "pub");
+    struct copts keep = {.clean = false};
+    tc_open(b, &sub, V3, "resume", &keep, &o);
+    sub_simple(b, &sub, "r/#", 2);
+    publish(b, &pub, "r/1", "one", 1, false, 1);
+    publish(b, &pub, "r/2", "two", 2, false, 2);
+    drain(&sub, &o);
+    assert_int_equal(o.n, 2);
+    uint16_t id1 = o.pkt[0].u.publish.packet_id, id2 = o.pkt[1].u.publish.packet_id;
+    send_ack(b, &sub, M2M_MQTT_PUBREC, id2);
+    drain(&sub, &o);
+    assert_int_equal(o.pkt[0].type, M2M_MQTT_PUBREL);
+    tc_close(b, &sub);
+
+    tc_open(b, &sub, V3, "resume", &keep, &o);
+    assert_true(o.pkt[0].u.connack.session_present);
+    assert_int_equal(o.n, 3);
+    const struct m2m_mqtt_publish *p = expect_pub(&o, 1, "r/1", "one", 1, false);
+    assert_true(p->dup);
+    assert_int_equal(p->packet_id, id1);
+    assert_int_equal(o.pkt[2].type, M2M_MQTT_PUBREL);
+    assert_int_equal(o.pkt[2].u.ack.packet_id, id2);
+    send_ack(b, &sub, M2M_MQTT_PUBACK, id1);
+    send_ack(b, &sub, M2M_MQTT_PUBCOMP, id2);
+    tc_close(b, &sub);
+    /* Both completed: nothing is left for the next connection. */
+    tc_open(b, &sub, V3, "resume", &keep, &o);
+    assert_int_equal(o.n, 1);
+    tc_close(b, &sub);
+    tc_close(b, &pub);
+    m2m_broker_free(b);
+}
+
+static const char acl_text[] = "topic read pub/#\n"
+                               "user alice\n"
+                               "topic readwrite alice/#\n"
+                               "topic write shared/in\n"
+                               "pattern read devices/%c/cmd\n";
+
+static void test_auth_and_acl(void **state)
+{
+    (void)state;
+    /* "secret" hashed by mosquitto_passwd (PBKDF2-SHA512, 101 iterations). */
+    char pw[300];
+    char hash[200];
+    assert_int_equal(m2m_mqtt_pw_hash(hash, sizeof hash, M2M_MQTT_PW_SHA512_PBKDF2, 101, S("secret")), 0);
+    snprintf(pw, sizeof pw, "alice:%s\n", hash);
+    struct m2m_mqtt_auth *auth = NULL;
+    char err[200];
+    assert_int_equal(
+        m2m_mqtt_auth_parse(&auth, pw, strlen(pw), "pw", acl_text, strlen(acl_text), "acl", err, sizeof err),
+        0);
+    struct m2m_broker_config cfg = {.auth = auth};
+    struct m2m_broker *b = m2m_broker_new(&cfg);
+    struct tc t, anon;
+    struct outp o;
+    struct copts wrong = {.clean = true, .user = "alice", .password = "nope"};
+    tc_open(b, &t, V5, "a1", &wrong, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD);
+    tc_close(b, &t);
+    tc_open(b, &t, V3, "a1", &wrong, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT311_BAD_USERNAME_OR_PASSWORD);
+    tc_close(b, &t);
+    tc_open(b, &anon, V5, "anon", NULL, &o); /* anonymous not allowed here */
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT_RC_NOT_AUTHORIZED);
+    tc_close(b, &anon);
+
+    struct copts good = {.clean = true, .user = "alice", .password = "secret"};
+    tc_open(b, &t, V5, "dev7", &good, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, 0);
+    sub_simple(b, &t, "alice/#", 1);
+    sub_simple(b, &t, "devices/dev7/cmd", 1);
+    sub_simple(b, &t, "shared/in", 1); /* subscribing is allowed, reading is not */
+    /* Denied write: v5 PUBACK 0x87, nobody gets it. */
+    publish(b, &t, "pub/x", "no", 1, false, 1);
+    drain(&t, &o);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(o.pkt[0].type, M2M_MQTT_PUBACK);
+    assert_int_equal(o.pkt[0].u.ack.rc, M2M_MQTT_RC_NOT_AUTHORIZED);
+    publish(b, &t, "alice/x", "yes", 0, false, 0);
+    drain(&t, &o);
+    assert_int_equal(o.n, 1);
+    expect_pub(&o, 0, "alice/x", "yes", 0, false);
+    publish(b, &t, "shared/in", "w", 0, false, 0);
+    expect_nothing(&t); /* written, but alice may not read it */
+    tc_close(b, &t);
+    m2m_broker_free(b);
+    m2m_mqtt_auth_free(auth);
+}
+
+/* With a store, QoS 1 is acknowledged only after the commit, and what was
+ * acknowledged is there for the next broker. */
+static void test_store_group_commit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/m2m-broker-store.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/mqtt.db", dir);
+    char err[200];
+    struct m2m_mqtt_store *st = NULL;
+    assert_int_equal(m2m_sqlite_mqtt_store_open(path, M2M_STORE_SYNC_NORMAL, &st, err, sizeof err), 0);
+    struct m2m_broker_config cfg = {.allow_anonymous = true, .store = st};
+    struct m2m_broker *b = m2m_broker_new(&cfg);
+    assert_int_equal(m2m_broker_load(b, 0, err, sizeof err), 0);
+    struct tc pub, sub;
+    struct outp o;
+    struct copts keep = {.clean = false};
+    tc_open(b, &sub, V3, "stored", &keep, &o);
+    sub_simple(b, &sub, "s/#", 1);
+    tc_close(b, &sub);
+    tc_simple(b, &pub, V5, "pub");
+    publish(b, &pub, "s/1", "kept", 1, false, 1);
+    publish(b, &pub, "s/r", "retained", 1, true, 2);
+    expect_nothing(&pub); /* not yet committed */
+    m2m_broker_sync(b);
+    drain(&pub, &o);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(o.pkt[0].type, M2M_MQTT_PUBACK);
+    assert_int_equal(o.pkt[0].u.ack.rc, 0);
+    tc_close(b, &pub);
+    m2m_broker_free(b); /* as if the process died: nothing more is written */
+
+    b = m2m_broker_new(&cfg);
+    assert_int_equal(m2m_broker_load(b, 0, err, sizeof err), 0);
+    tc_open(b, &sub, V3, "stored", &keep, &o);
+    assert_true(o.pkt[0].u.connack.session_present);
+    assert_int_equal(o.n, 3);
+    expect_pub(&o, 1, "s/1", "kept", 1, false);
+    expect_pub(&o, 2, "s/r", "retained", 1, false);
+    send_ack(b, &sub, M2M_MQTT_PUBACK, o.pkt[1].u.publish.packet_id);
+    send_ack(b, &sub, M2M_MQTT_PUBACK, o.pkt[2].u.publish.packet_id);
+    m2m_broker_sync(b);
+    tc_close(b, &sub);
+    m2m_broker_free(b);
+
+    /* Delivered and acknowledged: only the retained message is left. */
+    b = m2m_broker_new(&cfg);
+    assert_int_equal(m2m_broker_load(b, 0, err, sizeof err), 0);
+    tc_open(b, &sub, V3, "stored", &keep, &o);
+    assert_int_equal(o.n, 1);
+    subscribe(b, &sub, "s/r", 0, NULL, 0, &o);
+    assert_int_equal(o.n, 2);
+    expect_pub(&o, 1, "s/r", "retained", 0, true);
+    tc_close(b, &sub);
+    m2m_broker_free(b);
+    st->ops->close(st);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
 
 static void test_qos0_qos1(void **state)
 {
@@ -721,6 +1181,17 @@ int main(void)
         cmocka_unit_test(test_takeover),
         cmocka_unit_test(test_will),
         cmocka_unit_test(test_client_ids),
+        cmocka_unit_test(test_subscription_ids),
+        cmocka_unit_test(test_message_expiry),
+        cmocka_unit_test(test_will_delay),
+        cmocka_unit_test(test_session_expiry_timer),
+        cmocka_unit_test(test_takeover_v5_reason),
+        cmocka_unit_test(test_suback_codes),
+        cmocka_unit_test(test_sys_topics),
+        cmocka_unit_test(test_outbound_topic_alias),
+        cmocka_unit_test(test_resume_inflight),
+        cmocka_unit_test(test_auth_and_acl),
+        cmocka_unit_test(test_store_group_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
