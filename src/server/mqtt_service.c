@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "m2m/mqtt_session.h"
 #include "net/addr.h"
+#include "net/ws.h"
 #include "server/mqtt_auth.h"
 #include "server/mqtt_broker.h"
 #include "store/mqtt_store.h"
@@ -16,6 +17,7 @@ struct mqtt_io {
     struct m2m_mqtt_service *svc;
     struct m2m_tcp_conn *tcp;
     struct m2m_mqtt_conn *conn;
+    struct m2m_ws *ws; /* MQTT over WebSocket, else NULL */
     struct m2m_broker_client *bc;
     struct mqtt_io *prev, *next; /* svc->clients */
     struct mqtt_io *woken_next;
@@ -68,7 +70,13 @@ static bool on_react(struct m2m_tcp_conn *tcp, void *ctx)
     struct mqtt_io *io = ctx;
     (void)tcp;
     count_bytes(io);
-    return m2m_broker_process(io->svc->broker, io->bc, now_of(io->svc));
+    bool close = m2m_broker_process(io->svc->broker, io->bc, now_of(io->svc));
+    if (io->ws) {
+        if (close)
+            m2m_ws_close(io->ws, 1000); /* the MQTT output, then a close frame */
+        return close || m2m_ws_closed(io->ws);
+    }
+    return close;
 }
 
 /* The broker produced output for this client while serving another one:
@@ -104,9 +112,11 @@ static void on_kick(uv_async_t *a)
         struct mqtt_io *io = svc->woken;
         svc->woken = io->woken_next;
         io->woken = false;
-        if (m2m_broker_process(svc->broker, io->bc, now_of(svc)))
+        if (m2m_broker_process(svc->broker, io->bc, now_of(svc))) {
+            if (io->ws)
+                m2m_ws_close(io->ws, 1000);
             m2m_tcp_conn_close(io->tcp, io->tcp->closed_cb);
-        else
+        } else
             m2m_tcp_conn_flush(io->tcp);
     }
 }
@@ -120,6 +130,7 @@ static void on_conn_closed(struct m2m_tcp_conn *tcp)
     unwake(io);
     count_bytes(io);
     m2m_broker_detach(svc->broker, io->bc, now_of(svc));
+    m2m_ws_free(io->ws);
     m2m_mqtt_conn_free(io->conn);
     if (io->prev)
         io->prev->next = io->next;
@@ -144,20 +155,34 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     cc.max_inflight = (uint16_t)c->mqtt_max_inflight;
     cc.connect_timeout_ms = (uint32_t)c->mqtt_connect_timeout;
     cc.out_topic_aliases = (uint16_t)c->mqtt_out_topic_aliases;
+    size_t li = (size_t)(l - svc->lis);
     struct mqtt_io *io = calloc(1, sizeof *io);
     struct m2m_mqtt_conn *conn = io && !svc->closing ? m2m_mqtt_conn_new(&cc) : NULL;
-    struct m2m_broker_client *bc = conn ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
+    struct m2m_ws *ws = NULL;
+    if (conn && svc->ws[li]) {
+        struct m2m_ws_config wc = {
+            .max_frame = (size_t)c->mqtt_max_packet_size + 16,
+            .handshake_timeout_ms = (uint32_t)c->mqtt_connect_timeout,
+            .subprotocol = "mqtt",
+            .start = now_of(svc),
+        };
+        ws = m2m_ws_new(&mqtt_stream_ops, conn, &wc);
+    }
+    struct m2m_broker_client *bc =
+        conn && (ws || !svc->ws[li]) ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
     if (!bc) {
+        m2m_ws_free(ws);
         m2m_mqtt_conn_free(conn);
         free(io);
         m2m_tcp_conn_close(tcp, NULL);
         return;
     }
-    m2m_broker_client_allow_anonymous(bc, svc->anonymous == ANON_ALWAYS || (svc->anonymous == ANON_LOOPBACK &&
-                                                                            svc->loopback[l - svc->lis]));
+    m2m_broker_client_allow_anonymous(bc, svc->anonymous == ANON_ALWAYS ||
+                                              (svc->anonymous == ANON_LOOPBACK && svc->loopback[li]));
     io->svc = svc;
     io->tcp = tcp;
     io->conn = conn;
+    io->ws = ws;
     io->bc = bc;
     io->next = svc->clients;
     if (svc->clients)
@@ -165,7 +190,10 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     svc->clients = io;
     tcp->closed_cb = on_conn_closed;
     m2m_log(svc->log, M2M_LOG_DEBUG, "mqtt", &tcp->peer, "connection accepted");
-    m2m_tcp_conn_start(tcp, &mqtt_stream_ops, conn, on_react, io, (size_t)c->mqtt_max_write_queue);
+    if (ws)
+        m2m_tcp_conn_start(tcp, &m2m_ws_stream_ops, ws, on_react, io, (size_t)c->mqtt_max_write_queue);
+    else
+        m2m_tcp_conn_start(tcp, &mqtt_stream_ops, conn, on_react, io, (size_t)c->mqtt_max_write_queue);
 }
 
 /* Group commit: once per loop iteration, before the loop waits for I/O,
@@ -292,32 +320,51 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     svc->tick.data = svc;
     uv_timer_start(&svc->tick, on_tick, 0, 1000);
     svc->handles = 3;
-    const char *binds[M2M_MQTT_LISTENERS] = {conf->mqtt_bind, conf->mqtt_bind6};
-    int port = (int)conf->mqtt_port;
-    for (int i = 0; i < M2M_MQTT_LISTENERS; i++) {
-        if (!binds[i][0])
-            continue;
-        struct sockaddr_storage ss;
-        rc = m2m_sockaddr_parse(binds[i], port, &ss) ? M2M_ECONFIG : 0;
-        if (!rc)
-            rc = m2m_tcp_listen(&svc->lis[svc->n], loop, (struct sockaddr *)&ss, on_accept, svc, log);
-        if (rc) {
-            snprintf(err, errcap, "mqtt: cannot listen on %s port %d: %s", binds[i], port,
-                     rc == M2M_ECONFIG ? "not an IP address" : uv_strerror(rc));
-            m2m_mqtt_service_stop(svc, NULL);
-            return rc;
+    /* TCP first, then WebSocket, each on IPv4 and IPv6. */
+    const char *binds[2] = {conf->mqtt_bind, conf->mqtt_bind6};
+    for (int kind = 0; kind < 2; kind++) {
+        if (kind == 1 && !conf->mqtt_ws_enabled)
+            break;
+        int port = (int)(kind ? conf->mqtt_ws_port : conf->mqtt_port);
+        for (int i = 0; i < 2; i++) {
+            if (!binds[i][0])
+                continue;
+            struct sockaddr_storage ss;
+            rc = m2m_sockaddr_parse(binds[i], port, &ss) ? M2M_ECONFIG : 0;
+            if (!rc)
+                rc = m2m_tcp_listen(&svc->lis[svc->n], loop, (struct sockaddr *)&ss, on_accept, svc, log);
+            if (rc) {
+                snprintf(err, errcap, "mqtt: cannot listen on %s %s port %d: %s", kind ? "ws" : "tcp",
+                         binds[i], port, rc == M2M_ECONFIG ? "not an IP address" : uv_strerror(rc));
+                m2m_mqtt_service_stop(svc, NULL);
+                return rc;
+            }
+            svc->loopback[svc->n] = is_loopback(binds[i]);
+            svc->ws[svc->n] = kind == 1;
+            if (port == 0)
+                port = m2m_tcp_listener_port(&svc->lis[svc->n]);
+            svc->n++;
         }
-        svc->loopback[svc->n] = is_loopback(binds[i]);
-        svc->n++;
-        if (port == 0)
-            port = m2m_mqtt_service_port(svc);
     }
     return 0;
 }
 
+static int port_of(const struct m2m_mqtt_service *svc, bool ws)
+{
+    for (int i = 0; i < svc->n; i++)
+        if (svc->ws[i] == ws)
+            return m2m_tcp_listener_port(&svc->lis[i]);
+    return -1;
+}
+
 int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc)
 {
-    return svc->n ? m2m_tcp_listener_port(&svc->lis[0]) : -1;
+    return port_of(svc, false);
+}
+
+int m2m_mqtt_service_ws_port(const struct m2m_mqtt_service *svc)
+{
+    return port_of(svc, true);
 }
 
 static void handle_closed(uv_handle_t *h)

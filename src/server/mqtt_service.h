@@ -8,7 +8,7 @@
 #include "net/tcp.h"
 #include "server/conf.h"
 
-#define M2M_MQTT_LISTENERS 2
+#define M2M_MQTT_LISTENERS 4 /* TCP and WebSocket, IPv4 and IPv6 */
 
 struct m2m_broker;
 struct m2m_mqtt_store;
@@ -20,6 +20,7 @@ enum m2m_mqtt_anonymous { ANON_LOOPBACK, ANON_ALWAYS, ANON_NEVER };
 struct m2m_mqtt_service {
     struct m2m_tcp_listener lis[M2M_MQTT_LISTENERS];
     bool loopback[M2M_MQTT_LISTENERS]; /* bound to a loopback address: anonymous clients by default */
+    bool ws[M2M_MQTT_LISTENERS];       /* MQTT over WebSocket */
     int n;
     int closing;
     uv_loop_t *loop;
@@ -41,6 +42,8 @@ struct m2m_mqtt_service {
 int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const struct m2m_conf *conf,
                            const struct m2m_logger *log, char *err, size_t errcap);
 int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc);
+/* The WebSocket listener's port, -1 when there is none. */
+int m2m_mqtt_service_ws_port(const struct m2m_mqtt_service *svc);
 /* Closes the listeners and every connection (their wills are published as
  * for any lost connection); `cb` runs when all is closed. */
 void m2m_mqtt_service_stop(struct m2m_mqtt_service *svc, void (*cb)(struct m2m_mqtt_service *svc));

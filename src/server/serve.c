@@ -136,6 +136,9 @@ int m2m_serve_run(const struct m2m_conf *conf, const struct m2m_logger *log)
             s.mqtt_running = true;
             s.running++;
             listening(log, "mqtt", "tcp", conf->mqtt_bind, conf->mqtt_bind6, m2m_mqtt_service_port(&s.mqtt));
+            if (conf->mqtt_ws_enabled)
+                listening(log, "mqtt", "ws", conf->mqtt_bind, conf->mqtt_bind6,
+                          m2m_mqtt_service_ws_port(&s.mqtt));
         }
     }
     if (status)
