@@ -18,7 +18,12 @@ bool cli_log_level_parse(const char *s, enum m2m_log_level *out);
 
 int cmd_serve(int argc, char **argv);
 int cmd_coap(int argc, char **argv);
+int cmd_mqtt(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_passwd(int argc, char **argv);
+/* The load generators in bench/, reached through `m2mkit bench <protocol>`. */
+int bench_coap(int argc, char **argv);
+int bench_mqtt(int argc, char **argv);
 
 /* Prints a payload for a person: JSON indented, link format one link per
  * line, text as it is, anything else as hex. `fmt` is a CoAP content format

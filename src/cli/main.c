@@ -11,7 +11,9 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve     run the server (CoAP on udp/5683 ...) until SIGINT/SIGTERM\n"
                "  coap      CoAP client: get|put|post|delete|observe|discover URI\n"
+               "  mqtt      MQTT client: pub|sub -t TOPIC ...\n"
                "  bench     load generators: bench coap ...\n"
+               "  passwd    manage an MQTT password file (mosquitto_passwd's format)\n"
                "  version   print the version\n"
                "\n"
                "Run 'm2mkit <command> --help' for the options of a command.\n");
@@ -28,8 +30,12 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "coap"))
         return cmd_coap(argc - 1, argv + 1);
+    if (!strcmp(cmd, "mqtt"))
+        return cmd_mqtt(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "passwd"))
+        return cmd_passwd(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("m2mkit %s\n", M2M_VERSION_STRING);
         return CLI_OK;

@@ -160,21 +160,66 @@ void m2m_tcp_conn_start(struct m2m_tcp_conn *c, const struct m2m_stream_ops *ops
     m2m_tcp_conn_flush(c);
 }
 
+/* A connection struct with both handles initialised, not connected yet. */
+static struct m2m_tcp_conn *conn_alloc(uv_loop_t *loop, const struct m2m_logger *log)
+{
+    struct m2m_tcp_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    c->log = log;
+    c->armed_at = M2M_NEVER;
+    uv_tcp_init(loop, &c->tcp);
+    uv_timer_init(loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    return c;
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    struct m2m_tcp_conn *c = req->data;
+    if (status == 0) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        if (!uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
+            m2m_addr_from_sockaddr(&c->peer, (struct sockaddr *)&ss);
+    } else if (!c->closing) {
+        m2m_tcp_conn_close(c, NULL); /* freed after the callback below returns */
+    }
+    c->connected(c, status);
+}
+
+struct m2m_tcp_conn *m2m_tcp_connect(uv_loop_t *loop, const struct sockaddr *addr,
+                                     m2m_tcp_connected_cb connected, void *ctx, const struct m2m_logger *log,
+                                     int *err)
+{
+    struct m2m_tcp_conn *c = conn_alloc(loop, log);
+    if (!c) {
+        *err = UV_ENOMEM;
+        return NULL;
+    }
+    c->connected = connected;
+    c->ctx = ctx;
+    c->connect_req.data = c;
+    m2m_addr_from_sockaddr(&c->peer, addr);
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected);
+    if (rc) {
+        *err = rc;
+        m2m_tcp_conn_close(c, NULL);
+        return NULL;
+    }
+    return c;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct m2m_tcp_listener *l = server->data;
     if (status < 0)
         return;
-    struct m2m_tcp_conn *c = calloc(1, sizeof *c);
+    struct m2m_tcp_conn *c = conn_alloc(l->loop, l->log);
     if (!c)
         return;
-    c->loop = l->loop;
-    c->log = l->log;
-    c->armed_at = M2M_NEVER;
-    uv_tcp_init(l->loop, &c->tcp);
-    uv_timer_init(l->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
     if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
         m2m_tcp_conn_close(c, NULL);
         return;

@@ -30,9 +30,15 @@ struct m2m_tcp_meter {
     uint64_t rx_bytes, tx_bytes;
 };
 
+struct m2m_tcp_conn;
+/* An outbound connection is up (status 0) or failed (a libuv error). */
+typedef void (*m2m_tcp_connected_cb)(struct m2m_tcp_conn *c, int status);
+
 struct m2m_tcp_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_connect_t connect_req;
+    m2m_tcp_connected_cb connected;
     uv_loop_t *loop;
     const struct m2m_stream_ops *ops;
     void *core;
@@ -66,6 +72,15 @@ int m2m_tcp_listen(struct m2m_tcp_listener *l, uv_loop_t *loop, const struct soc
                    m2m_tcp_accept_cb on_accept, void *ctx, const struct m2m_logger *log);
 int m2m_tcp_listener_port(const struct m2m_tcp_listener *l);
 void m2m_tcp_listener_close(struct m2m_tcp_listener *l, void (*cb)(struct m2m_tcp_listener *l));
+
+/* Opens an outbound connection to `addr`. Returns the connection (owned by
+ * the net layer, like an accepted one, and freed after its close callback)
+ * or NULL with *err set. `connected` runs once: with status 0, call
+ * m2m_tcp_conn_start; with an error, the connection is closed already and
+ * is freed when the callback returns. `ctx` lands in c->ctx. */
+struct m2m_tcp_conn *m2m_tcp_connect(uv_loop_t *loop, const struct sockaddr *addr,
+                                     m2m_tcp_connected_cb connected, void *ctx, const struct m2m_logger *log,
+                                     int *err);
 
 /* Starts reading into `core`. Pending output beyond max_write_queue bytes
  * (a consumer that does not read) closes the connection. */

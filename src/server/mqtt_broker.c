@@ -683,8 +683,11 @@ static uint8_t authenticate(struct m2m_broker *b, struct m2m_broker_client *c,
         return M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD;
     if (b->cfg.auth && m2m_mqtt_auth_has_passwords(b->cfg.auth)) {
         struct m2m_slice pw = cn->has_password ? cn->password : (struct m2m_slice){(const uint8_t *)"", 0};
+        /* 3.1.1's code 4 means malformed credentials: a wrong password is
+         * 5, not authorized, as mosquitto answers. */
         if (!cn->has_password || m2m_mqtt_auth_check(b->cfg.auth, cn->username, pw) != 0)
-            return M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD;
+            return c->version == M2M_MQTT_V5 ? M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD
+                                             : M2M_MQTT_RC_NOT_AUTHORIZED;
     }
     c->username = dup_slice(cn->username);
     return c->username ? 0 : M2M_MQTT_RC_SERVER_UNAVAILABLE;

@@ -58,8 +58,8 @@ struct m2m_mqtt_conn {
     uint16_t client_recv_max;
     uint32_t client_max_packet; /* 0: no limit */
 
-    uint8_t *in;
-    size_t in_len, in_cap;
+    uint8_t *in; /* allocated while it holds bytes: idle connections cost no buffer */
+    size_t in_len, in_cap, in_max;
 
     uint8_t *out;
     size_t out_len, out_off, out_cap;
@@ -68,10 +68,10 @@ struct m2m_mqtt_conn {
     size_t nev;
     struct m2m_mqtt_packet ev_pkt;
 
-    struct in_msg *inq;
+    struct in_msg *inq; /* allocated on the first QoS>0 message, receive_maximum entries */
     size_t ninq;
-    struct out_msg *outq;
-    size_t noutq;
+    struct out_msg *outq; /* grows up to max_inflight entries */
+    size_t noutq, capoutq;
     uint16_t next_id;
 
     struct alias *aliases;     /* topic_alias_maximum entries, index alias - 1 */
@@ -115,14 +115,7 @@ struct m2m_mqtt_conn *m2m_mqtt_conn_new(const struct m2m_mqtt_conn_config *cfg)
     c->st = ST_AWAIT_CONNECT;
     c->client_recv_max = 65535;
     c->next_id = 1;
-    c->in_cap = 2 * (size_t)c->cfg.max_packet_size;
-    c->in = malloc(c->in_cap);
-    c->inq = calloc(c->cfg.receive_maximum, sizeof *c->inq);
-    c->outq = calloc(c->cfg.max_inflight, sizeof *c->outq);
-    if (c->cfg.topic_alias_maximum)
-        c->aliases = calloc(c->cfg.topic_alias_maximum, sizeof *c->aliases);
-    if (!c->in || !c->inq || !c->outq || (c->cfg.topic_alias_maximum && !c->aliases))
-        goto fail;
+    c->in_max = 2 * (size_t)c->cfg.max_packet_size;
     return c;
 fail:
     m2m_mqtt_conn_free(c);
@@ -207,8 +200,13 @@ static int out_pkt(struct m2m_mqtt_conn *c, const struct m2m_mqtt_packet *pkt)
 
 bool m2m_mqtt_conn_poll_output(struct m2m_mqtt_conn *c, const uint8_t **p, size_t *n)
 {
-    if (c->out_off == c->out_len)
+    if (c->out_off == c->out_len) {
+        /* What was handed out last time is written or copied by now. */
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = c->out_len = c->out_off = 0;
         return false;
+    }
     *p = c->out + c->out_off;
     *n = c->out_len - c->out_off;
     c->out_off = c->out_len;
@@ -410,6 +408,10 @@ static void on_publish(struct m2m_mqtt_conn *c, const struct m2m_mqtt_publish *p
                        M2M_MQTT_RC_TOPIC_ALIAS_INVALID); /* [MQTT-3.3.2-8], [MQTT-3.3.2-9] */
             return;
         }
+        if (!c->aliases && !(c->aliases = calloc(c->cfg.topic_alias_maximum, sizeof *c->aliases))) {
+            conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
+            return;
+        }
         struct alias *al = &c->aliases[a - 1];
         if (topic.n) {
             uint8_t *p = malloc(topic.n);
@@ -443,6 +445,10 @@ static void on_publish(struct m2m_mqtt_conn *c, const struct m2m_mqtt_publish *p
         }
         if (c->ninq >= c->cfg.receive_maximum) {
             conn_close(c, M2M_ELIMIT, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED); /* [MQTT-3.3.4-9] */
+            return;
+        }
+        if (!c->inq && !(c->inq = calloc(c->cfg.receive_maximum, sizeof *c->inq))) {
+            conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
             return;
         }
         c->inq[c->ninq++] = (struct in_msg){pb->packet_id, pb->qos, IN_WAIT_APP};
@@ -575,6 +581,10 @@ static void on_packet(struct m2m_mqtt_conn *c, const uint8_t *raw, size_t len)
 static void process(struct m2m_mqtt_conn *c)
 {
     size_t off = 0;
+    if (c->st == ST_AWAIT_CONNECT && c->in_len && c->in[0] != (M2M_MQTT_CONNECT << 4)) {
+        conn_close(c, M2M_EMALFORMED, 0); /* [MQTT-3.1.0-1], at the first byte (HTTP, TLS ...) */
+        off = c->in_len;
+    }
     while ((c->st == ST_AWAIT_CONNECT || c->st == ST_CONNECTED) && c->nev < c->cfg.max_events) {
         size_t total = 0;
         int rc = m2m_mqtt_frame(c->in + off, c->in_len - off, c->cfg.max_packet_size, &total);
@@ -599,6 +609,12 @@ static void process(struct m2m_mqtt_conn *c)
     }
     if (c->st == ST_CLOSED)
         off = c->in_len;
+    if (off == c->in_len) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = c->in_len = 0;
+        return;
+    }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
 }
@@ -610,6 +626,20 @@ int m2m_mqtt_conn_feed(struct m2m_mqtt_conn *c, m2m_time now, const uint8_t *p, 
     if (now > c->now)
         c->now = now;
     while (n && c->st != ST_CLOSED) {
+        if (c->in_cap - c->in_len < n && c->in_cap < c->in_max) {
+            size_t cap = c->in_cap ? c->in_cap : 512;
+            while (cap - c->in_len < n && cap < c->in_max)
+                cap *= 2;
+            if (cap > c->in_max)
+                cap = c->in_max;
+            uint8_t *b = realloc(c->in, cap);
+            if (!b) {
+                conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
+                break;
+            }
+            c->in = b;
+            c->in_cap = cap;
+        }
         size_t k = c->in_cap - c->in_len;
         if (k == 0) {
             /* Reachable while a CONNECT awaits its answer, or when the
@@ -811,6 +841,16 @@ static int publish(struct m2m_mqtt_conn *c, m2m_time now, const struct m2m_mqtt_
         return M2M_EAGAIN; /* [MQTT-3.3.4-7] */
     if (fixed_id && out_find(c, fixed_id))
         return M2M_EEXIST;
+    if (in->qos > 0 && c->noutq == c->capoutq) {
+        size_t cap = c->capoutq ? 2 * c->capoutq : 4;
+        if (cap > window)
+            cap = window;
+        struct out_msg *q = realloc(c->outq, cap * sizeof *q);
+        if (!q)
+            return M2M_ENOMEM;
+        c->outq = q;
+        c->capoutq = cap;
+    }
     struct m2m_mqtt_packet pkt;
     m2m_mqtt_packet_init(&pkt, M2M_MQTT_PUBLISH, (enum m2m_mqtt_version)c->version);
     pkt.u.publish = *in;
