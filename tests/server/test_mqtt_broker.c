@@ -598,7 +598,7 @@ static void test_auth_and_acl(void **state)
     assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT_RC_BAD_USERNAME_OR_PASSWORD);
     tc_close(b, &t);
     tc_open(b, &t, V3, "a1", &wrong, &o);
-    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT311_BAD_USERNAME_OR_PASSWORD);
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT311_NOT_AUTHORIZED);
     tc_close(b, &t);
     tc_open(b, &anon, V5, "anon", NULL, &o); /* anonymous not allowed here */
     assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT_RC_NOT_AUTHORIZED);
