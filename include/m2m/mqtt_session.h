@@ -30,7 +30,8 @@ struct m2m_mqtt_conn_config {
     uint16_t topic_alias_maximum; /* inbound topic aliases, advertised in v5 [0: none] */
     uint16_t max_inflight;        /* outbound QoS>0 messages in flight [32] */
     uint32_t connect_timeout_ms;  /* time allowed before CONNECT arrives [10000] */
-    uint16_t server_keep_alive;   /* v5: forced keep alive in seconds [0: the client's] */
+    uint16_t max_keep_alive;      /* v5: a longer (or no) keep alive is replaced by this one, sent as
+                                     Server Keep Alive [0: the client's] */
     uint16_t max_events;          /* queued events before the connection is closed [256] */
     size_t max_output;            /* pending output bytes [4 * max_packet_size + 65536] */
     uint16_t out_topic_aliases;   /* v5: topic aliases we assign towards the client, at most its

@@ -83,6 +83,9 @@ const struct m2m_conf_key m2m_conf_keys[] = {
      "Retained messages kept in total."},
     {"mqtt.max_write_queue", NUM(M2M_CONF_SIZE, mqtt_max_write_queue), "8M", 65536, 1 << 30,
      "Unwritten bytes towards one client before it is disconnected as not reading."},
+    {"mqtt.max_keep_alive", NUM(M2M_CONF_INT, mqtt_max_keep_alive), "0", 0, 65535,
+     "Longest keep alive in seconds (0: any): v5 clients are told a shorter one (Server Keep Alive), 3.1.1 "
+     "clients asking for more are refused, as mosquitto's max_keepalive."},
     {"mqtt.max_subscriptions", NUM(M2M_CONF_INT, mqtt_max_subscriptions), "10000", 1, 1e7,
      "Subscriptions per session (SUBACK 0x97 Quota exceeded beyond, 0x80 in 3.1.1)."},
     {"mqtt.max_queued_bytes", NUM(M2M_CONF_SIZE, mqtt_max_queued_bytes), "64M", 1024, 1LL << 40,

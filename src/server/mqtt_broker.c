@@ -705,6 +705,12 @@ static bool on_connect(struct m2m_broker *b, struct m2m_broker_client *c,
         m2m_mqtt_conn_refuse(c->conn, refuse);
         return true;
     }
+    if (ev->version != M2M_MQTT_V5 && b->cfg.max_keep_alive &&
+        (cn->keep_alive == 0 || cn->keep_alive > b->cfg.max_keep_alive)) {
+        b->st.refused++;
+        m2m_mqtt_conn_refuse(c->conn, M2M_MQTT_RC_CLIENT_ID_NOT_VALID); /* no other way to say it in 3.1.1 */
+        return true;
+    }
     char assigned[32];
     struct m2m_slice id = cn->client_id;
     bool assign = false;

@@ -30,6 +30,8 @@ struct m2m_broker_config {
     size_t max_retained;              /* retained topics [10000] */
     size_t max_subscriptions;         /* per session; beyond, SUBACK 0x97 / 0x80 [10000] */
     bool allow_anonymous;             /* default for m2m_broker_client_allow_anonymous */
+    uint16_t max_keep_alive;          /* 3.1.1 clients asking for more (or 0) are refused, as mosquitto does;
+                                         the conn core tells v5 clients [0: none] */
     uint32_t max_session_expiry;      /* cap on the v5 Session Expiry Interval, s [0: none] */
     uint32_t sys_interval_s;          /* $SYS/broker/... every so many seconds [0: never] */
     const char *version;              /* for $SYS/broker/version */

@@ -155,6 +155,7 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     cc.max_inflight = (uint16_t)c->mqtt_max_inflight;
     cc.connect_timeout_ms = (uint32_t)c->mqtt_connect_timeout;
     cc.out_topic_aliases = (uint16_t)c->mqtt_out_topic_aliases;
+    cc.max_keep_alive = (uint16_t)c->mqtt_max_keep_alive;
     size_t li = (size_t)(l - svc->lis);
     struct mqtt_io *io = calloc(1, sizeof *io);
     struct m2m_mqtt_conn *conn = io && !svc->closing ? m2m_mqtt_conn_new(&cc) : NULL;
@@ -287,6 +288,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     bcfg.max_queued_bytes = (size_t)conf->mqtt_max_queued_bytes;
     bcfg.max_retained = (size_t)conf->mqtt_max_retained;
     bcfg.max_subscriptions = (size_t)conf->mqtt_max_subscriptions;
+    bcfg.max_keep_alive = (uint16_t)conf->mqtt_max_keep_alive;
     bcfg.max_session_expiry = (uint32_t)(conf->mqtt_max_session_expiry / 1000);
     bcfg.sys_interval_s = (uint32_t)((conf->mqtt_sys_interval + 999) / 1000);
     bcfg.version = M2M_VERSION_STRING;

@@ -101,6 +101,7 @@ struct copts {
     uint32_t will_delay;
     uint16_t topic_alias_max;
     const char *user, *password;
+    uint16_t keep_alive;
 };
 
 /* Connects; the output (CONNACK and anything queued) is left in *o. */
@@ -116,6 +117,7 @@ static void tc_open(struct m2m_broker *b, struct tc *t, enum m2m_mqtt_version v,
     struct m2m_mqtt_packet p;
     m2m_mqtt_packet_init(&p, M2M_MQTT_CONNECT, v);
     p.u.connect.clean_start = co ? co->clean : true;
+    p.u.connect.keep_alive = co ? co->keep_alive : 0;
     p.u.connect.client_id = S(id);
     if (co && co->expiry) {
         p.u.connect.props.session_expiry = co->expiry;
@@ -625,6 +627,30 @@ static void test_auth_and_acl(void **state)
     tc_close(b, &t);
     m2m_broker_free(b);
     m2m_mqtt_auth_free(auth);
+}
+
+/* mqtt.max_keep_alive: 3.1.1 clients asking for more, or for none, are
+ * refused (identifier rejected, as mosquitto); within it they are taken. */
+static void test_max_keep_alive(void **state)
+{
+    (void)state;
+    struct m2m_broker_config cfg = {.allow_anonymous = true, .max_keep_alive = 60};
+    struct m2m_broker *b = m2m_broker_new(&cfg);
+    struct tc t;
+    struct outp o;
+    struct copts co = {.clean = true, .keep_alive = 120};
+    tc_open(b, &t, V3, "ka", &co, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT311_IDENTIFIER_REJECTED);
+    tc_close(b, &t);
+    co.keep_alive = 0;
+    tc_open(b, &t, V3, "ka", &co, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, M2M_MQTT311_IDENTIFIER_REJECTED);
+    tc_close(b, &t);
+    co.keep_alive = 60;
+    tc_open(b, &t, V3, "ka", &co, &o);
+    assert_int_equal(o.pkt[0].u.connack.rc, 0);
+    tc_close(b, &t);
+    m2m_broker_free(b);
 }
 
 /* With a store, QoS 1 is acknowledged only after the commit, and what was
@@ -1192,6 +1218,7 @@ int main(void)
         cmocka_unit_test(test_resume_inflight),
         cmocka_unit_test(test_auth_and_acl),
         cmocka_unit_test(test_store_group_commit),
+        cmocka_unit_test(test_max_keep_alive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

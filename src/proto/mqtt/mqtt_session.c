@@ -52,7 +52,8 @@ struct m2m_mqtt_conn {
     uint8_t version;
     m2m_time now;
     m2m_time last_rx;
-    uint16_t keep_alive; /* effective, seconds */
+    uint16_t keep_alive;    /* effective, seconds */
+    bool keep_alive_forced; /* v5: ours, sent as Server Keep Alive */
     bool will;
     bool clean_start;
     uint16_t client_recv_max;
@@ -379,8 +380,10 @@ static void on_connect(struct m2m_mqtt_conn *c, const struct m2m_mqtt_packet *pk
     c->clean_start = cn->clean_start;
     c->keep_alive = cn->keep_alive;
     if (c->version == M2M_MQTT_V5) {
-        if (c->cfg.server_keep_alive)
-            c->keep_alive = c->cfg.server_keep_alive;
+        if (c->cfg.max_keep_alive && (c->keep_alive == 0 || c->keep_alive > c->cfg.max_keep_alive)) {
+            c->keep_alive = c->cfg.max_keep_alive; /* told in CONNACK [MQTT-3.2.2-21] */
+            c->keep_alive_forced = true;
+        }
         if (m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_RECEIVE_MAXIMUM))
             c->client_recv_max = cn->props.receive_maximum;
         if (m2m_mqtt_props_has(&cn->props, M2M_MQTT_P_MAXIMUM_PACKET_SIZE))
@@ -702,8 +705,8 @@ int m2m_mqtt_conn_accept(struct m2m_mqtt_conn *c, bool session_present, const ch
             pr->topic_alias_maximum = c->cfg.topic_alias_maximum;
             m2m_mqtt_props_set(pr, M2M_MQTT_P_TOPIC_ALIAS_MAXIMUM);
         }
-        if (c->cfg.server_keep_alive) {
-            pr->server_keep_alive = c->cfg.server_keep_alive;
+        if (c->keep_alive_forced) {
+            pr->server_keep_alive = c->keep_alive;
             m2m_mqtt_props_set(pr, M2M_MQTT_P_SERVER_KEEP_ALIVE);
         }
         if (assigned_client_id) {

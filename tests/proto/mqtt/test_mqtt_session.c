@@ -201,9 +201,9 @@ static void test_accept_v5_props(void **state)
 {
     (void)state;
     struct m2m_mqtt_conn_config cfg = base_cfg;
-    cfg.server_keep_alive = 30;
+    cfg.max_keep_alive = 30;
     struct m2m_mqtt_conn *c = m2m_mqtt_conn_new(&cfg);
-    struct m2m_mqtt_packet p = connect_pkt(V5, 600, false);
+    struct m2m_mqtt_packet p = connect_pkt(V5, 600, false); /* asks for more than the cap */
     p.u.connect.client_id = S("");
     feed_pkt(c, 1000, &p);
     expect_ev(c, M2M_MQTT_EV_CONNECT);
@@ -221,6 +221,17 @@ static void test_accept_v5_props(void **state)
     assert_true(slice_is(ca->props.assigned_client_id, "auto-1"));
     /* The forced Server Keep Alive of 30 s governs [MQTT-3.2.2-21]. */
     assert_int_equal(m2m_mqtt_conn_next_timeout(c), 1000 + 45000);
+    m2m_mqtt_conn_free(c);
+
+    /* Within the cap: the client's own value, no Server Keep Alive. */
+    c = m2m_mqtt_conn_new(&cfg);
+    p = connect_pkt(V5, 20, false);
+    feed_pkt(c, 1000, &p);
+    expect_ev(c, M2M_MQTT_EV_CONNECT);
+    assert_int_equal(m2m_mqtt_conn_accept(c, false, NULL), 0);
+    drain(c, V5, &o);
+    assert_false(m2m_mqtt_props_has(&o.pkt[0].u.connack.props, M2M_MQTT_P_SERVER_KEEP_ALIVE));
+    assert_int_equal(m2m_mqtt_conn_next_timeout(c), 1000 + 30000);
     m2m_mqtt_conn_free(c);
 }
 
