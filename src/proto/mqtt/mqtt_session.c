@@ -70,7 +70,8 @@ struct m2m_mqtt_conn {
     struct m2m_mqtt_packet ev_pkt;
 
     struct in_msg *inq; /* allocated on the first QoS>0 message, receive_maximum entries */
-    size_t ninq;
+    size_t ninq, capinq;
+    size_t nwait_app;     /* inq entries the application has not acknowledged yet */
     struct out_msg *outq; /* grows up to max_inflight entries */
     size_t noutq, capoutq;
     uint16_t next_id;
@@ -446,15 +447,28 @@ static void on_publish(struct m2m_mqtt_conn *c, const struct m2m_mqtt_publish *p
                 send_ack(c, M2M_MQTT_PUBREC, m->id, 0);
             return;
         }
-        if (c->ninq >= c->cfg.receive_maximum) {
+        /* v5 counts QoS 2 until PUBCOMP against our Receive Maximum; a
+         * 3.1.1 client, which is only paused at receive_maximum messages
+         * awaiting our ack, may leave any number awaiting its PUBREL. */
+        size_t limit = c->version == M2M_MQTT_V5 ? c->cfg.receive_maximum : 65535;
+        if (c->ninq >= limit) {
             conn_close(c, M2M_ELIMIT, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED); /* [MQTT-3.3.4-9] */
             return;
         }
-        if (!c->inq && !(c->inq = calloc(c->cfg.receive_maximum, sizeof *c->inq))) {
-            conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
-            return;
+        if (c->ninq == c->capinq) {
+            size_t cap = c->capinq ? 2 * c->capinq : c->cfg.receive_maximum;
+            if (cap > limit)
+                cap = limit;
+            struct in_msg *q = realloc(c->inq, cap * sizeof *q);
+            if (!q) {
+                conn_close(c, M2M_ENOMEM, M2M_MQTT_RC_IMPLEMENTATION_SPECIFIC);
+                return;
+            }
+            c->inq = q;
+            c->capinq = cap;
         }
         c->inq[c->ninq++] = (struct in_msg){pb->packet_id, pb->qos, IN_WAIT_APP};
+        c->nwait_app++;
     }
     if (ev_full(c))
         return;
@@ -605,7 +619,7 @@ static void process(struct m2m_mqtt_conn *c)
          * closing, wait until the application acknowledges one. */
         uint8_t h = c->in[off];
         if (c->st == ST_CONNECTED && c->version != M2M_MQTT_V5 && (h >> 4) == M2M_MQTT_PUBLISH &&
-            ((h >> 1) & 3) != 0 && c->ninq >= c->cfg.receive_maximum)
+            ((h >> 1) & 3) != 0 && c->nwait_app >= c->cfg.receive_maximum)
             break;
         on_packet(c, c->in + off, total);
         off += total;
@@ -759,11 +773,10 @@ int m2m_mqtt_conn_ack(struct m2m_mqtt_conn *c, uint16_t packet_id, uint8_t reaso
     struct in_msg *m = in_find(c, packet_id);
     if (!m || m->st != IN_WAIT_APP)
         return M2M_ENOTFOUND;
+    c->nwait_app--;
     if (m->qos == 1) {
         in_remove(c, m);
         send_ack(c, M2M_MQTT_PUBACK, packet_id, reason);
-        if (c->in_len)
-            process(c); /* a 3.1.1 publisher may have been waiting for this slot */
     } else {
         /* From here on a retransmission is not delivered again [MQTT-4.3.3-9]. */
         m->st = IN_WAIT_PUBREL;
@@ -771,6 +784,8 @@ int m2m_mqtt_conn_ack(struct m2m_mqtt_conn *c, uint16_t packet_id, uint8_t reaso
             in_remove(c, m);
         send_ack(c, M2M_MQTT_PUBREC, packet_id, reason);
     }
+    if (c->in_len && c->st == ST_CONNECTED)
+        process(c); /* a 3.1.1 publisher may have been waiting for this slot */
     return c->st == ST_CLOSED ? M2M_ENOBUFS : 0;
 }
 

@@ -771,6 +771,43 @@ static void test_state_errors(void **state)
     m2m_mqtt_conn_free(c);
 }
 
+/* A 3.1.1 client does not know our Receive Maximum: past it, its QoS 1/2
+ * messages wait in the input until the application acknowledges some, and
+ * QoS 2 messages awaiting PUBREL do not hold the pause (its PUBRELs may sit
+ * behind the paused PUBLISH). Found by `m2mkit bench mqtt -q 2`. */
+static void test_v311_pipelined_qos2(void **state)
+{
+    (void)state;
+    struct m2m_mqtt_packet cp = connect_pkt(V3, 0, false);
+    struct m2m_mqtt_conn *c = open_conn(&base_cfg, &cp);
+    for (uint16_t id = 1; id <= 6; id++) {
+        struct m2m_mqtt_packet p = publish_pkt(V3, "q2", 2, id);
+        feed_pkt(c, 1100, &p);
+    }
+    for (uint16_t id = 1; id <= 4; id++)
+        assert_int_equal(expect_ev(c, M2M_MQTT_EV_PUBLISH).publish->packet_id, id);
+    struct m2m_mqtt_conn_event ev;
+    assert_false(m2m_mqtt_conn_poll_event(c, &ev)); /* paused, not closed */
+    for (uint16_t id = 1; id <= 4; id++)
+        assert_int_equal(m2m_mqtt_conn_ack(c, id, 0), 0);
+    for (uint16_t id = 5; id <= 6; id++) {
+        assert_int_equal(expect_ev(c, M2M_MQTT_EV_PUBLISH).publish->packet_id, id);
+        assert_int_equal(m2m_mqtt_conn_ack(c, id, 0), 0);
+    }
+    struct outp o;
+    drain(c, V3, &o);
+    assert_int_equal(o.n, 6);
+    for (uint16_t id = 1; id <= 6; id++) {
+        struct m2m_mqtt_packet p = ack_pkt(V3, M2M_MQTT_PUBREL, id);
+        feed_pkt(c, 1200, &p);
+    }
+    drain(c, V3, &o);
+    assert_int_equal(o.n, 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(o.pkt[i].type, M2M_MQTT_PUBCOMP);
+    m2m_mqtt_conn_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -796,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_will_semantics),
         cmocka_unit_test(test_state_errors),
+        cmocka_unit_test(test_v311_pipelined_qos2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
