@@ -491,23 +491,22 @@ static void collect(struct m2m_broker *b, struct session *s, const struct sub *s
     if (s->route_gen != b->route_gen) {
         if (b->ntouched == b->captouched) {
             size_t cap = b->captouched ? 2 * b->captouched : 64;
-            struct session **n = realloc(b->touched, cap * sizeof *n);
+            struct touched *n = realloc(b->touched, cap * sizeof *n);
             if (!n)
                 return;
             b->touched = n;
             b->captouched = cap;
         }
-        b->touched[b->ntouched++] = s;
         s->route_gen = b->route_gen;
-        s->best = -1;
-        s->rap = false;
-        s->nsubid = 0;
+        s->touch = (uint32_t)b->ntouched;
+        b->touched[b->ntouched++] = (struct touched){.s = s, .best = -1};
     }
-    if ((int)sb->qos > s->best)
-        s->best = sb->qos;
-    s->rap = s->rap || sb->rap;
-    if (sb->sub_id && s->nsubid < sizeof s->subid / sizeof s->subid[0])
-        s->subid[s->nsubid++] = sb->sub_id;
+    struct touched *t = &b->touched[s->touch];
+    if ((int)sb->qos > t->best)
+        t->best = sb->qos;
+    t->rap = t->rap || sb->rap;
+    if (sb->sub_id && t->nsubid < MAX_ROUTE_SUBIDS)
+        t->subid[t->nsubid++] = sb->sub_id;
 }
 
 /* Shared subscription: one member, round robin, online members first. */
@@ -547,8 +546,8 @@ void route(struct m2m_broker *b, const struct session *from, struct msg *m, m2m_
     b->ntouched = 0;
     tree_match(b, b->root, msg_topic(m), visit, &rc);
     for (size_t i = 0; i < b->ntouched; i++) {
-        struct session *s = b->touched[i];
-        deliver(b, s, m, min_u8(m->qos, (uint8_t)s->best), m->retain && s->rap, s->subid, s->nsubid, now);
+        const struct touched *t = &b->touched[i];
+        deliver(b, t->s, m, min_u8(m->qos, (uint8_t)t->best), m->retain && t->rap, t->subid, t->nsubid, now);
     }
 }
 

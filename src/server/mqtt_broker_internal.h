@@ -99,12 +99,20 @@ struct session {
     uint64_t next_seq;
     struct msg *will; /* delayed will waiting for will_at */
     m2m_time will_at;
-    /* routing scratch, valid while route_gen == b->route_gen */
+    /* routing scratch: b->touched[touch] while route_gen == b->route_gen */
     uint64_t route_gen;
+    uint32_t touch;
+};
+
+/* What one routed message gathers for one session: the highest granted
+ * QoS, Retain As Published, and the matching Subscription Identifiers. */
+#define MAX_ROUTE_SUBIDS 32
+struct touched {
+    struct session *s;
     int best;
     bool rap;
     uint8_t nsubid;
-    uint32_t subid[32];
+    uint32_t subid[MAX_ROUTE_SUBIDS];
 };
 
 struct retained {
@@ -146,7 +154,7 @@ struct m2m_broker {
     struct m2m_broker_client *current;
     unsigned long next_id;
     uint64_t route_gen;
-    struct session **touched;
+    struct touched *touched;
     size_t ntouched, captouched;
     struct ack *acks;
     size_t nacks, capacks;

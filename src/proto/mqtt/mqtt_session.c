@@ -67,7 +67,7 @@ struct m2m_mqtt_conn {
 
     struct ev_node *ev_head, *ev_tail, *ev_cur;
     size_t nev;
-    struct m2m_mqtt_packet ev_pkt;
+    struct m2m_mqtt_packet *ev_pkt; /* the polled event's packet, allocated while events flow */
 
     struct in_msg *inq; /* allocated on the first QoS>0 message, receive_maximum entries */
     size_t ninq, capinq;
@@ -141,6 +141,7 @@ void m2m_mqtt_conn_free(struct m2m_mqtt_conn *c)
         for (size_t i = 0; i < c->cfg.topic_alias_maximum; i++)
             free(c->aliases[i].p);
     free(c->aliases);
+    free(c->ev_pkt);
     if (c->out_aliases)
         for (size_t i = 0; i < c->n_out_aliases; i++)
             free(c->out_aliases[i].p);
@@ -254,8 +255,11 @@ bool m2m_mqtt_conn_poll_event(struct m2m_mqtt_conn *c, struct m2m_mqtt_conn_even
         process(c); /* input left buffered while the queue was full */
         e = c->ev_head;
     }
-    if (!e)
+    if (!e) {
+        free(c->ev_pkt); /* idle connections keep no decoded packet */
+        c->ev_pkt = NULL;
         return false;
+    }
     c->ev_head = e->next;
     if (!c->ev_head)
         c->ev_tail = NULL;
@@ -264,19 +268,21 @@ bool m2m_mqtt_conn_poll_event(struct m2m_mqtt_conn *c, struct m2m_mqtt_conn_even
     *ev = e->ev;
     if (e->raw) {
         /* The copy decoded once already, so it decodes again. */
-        if (m2m_mqtt_decode(&c->ev_pkt, (enum m2m_mqtt_version)c->version, e->raw, e->len, NULL) != 0)
+        if (!c->ev_pkt && !(c->ev_pkt = malloc(sizeof *c->ev_pkt)))
+            return false;
+        if (m2m_mqtt_decode(c->ev_pkt, (enum m2m_mqtt_version)c->version, e->raw, e->len, NULL) != 0)
             return false;
         switch (e->ev.type) {
         case M2M_MQTT_EV_CONNECT:
-            ev->connect = &c->ev_pkt.u.connect;
-            ev->version = c->ev_pkt.version;
+            ev->connect = &c->ev_pkt->u.connect;
+            ev->version = c->ev_pkt->version;
             break;
         case M2M_MQTT_EV_PUBLISH:
-            c->ev_pkt.u.publish.topic = (struct m2m_slice){e->topic, e->topic_len};
-            ev->publish = &c->ev_pkt.u.publish;
+            c->ev_pkt->u.publish.topic = (struct m2m_slice){e->topic, e->topic_len};
+            ev->publish = &c->ev_pkt->u.publish;
             break;
-        case M2M_MQTT_EV_SUBSCRIBE: ev->subscribe = &c->ev_pkt.u.subscribe; break;
-        case M2M_MQTT_EV_UNSUBSCRIBE: ev->unsubscribe = &c->ev_pkt.u.unsubscribe; break;
+        case M2M_MQTT_EV_SUBSCRIBE: ev->subscribe = &c->ev_pkt->u.subscribe; break;
+        case M2M_MQTT_EV_UNSUBSCRIBE: ev->unsubscribe = &c->ev_pkt->u.unsubscribe; break;
         default: break;
         }
     }
