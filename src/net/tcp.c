@@ -29,6 +29,32 @@ static void conn_handle_closed(uv_handle_t *h)
     free(c);
 }
 
+/* How long queued output may take to leave before a close gives up on it. */
+#define LINGER_MS 5000
+
+static void close_now(struct m2m_tcp_conn *c)
+{
+    if (c->closed_handles)
+        return;
+    c->closed_handles = true;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed); /* cancels what is still queued */
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct m2m_tcp_conn *c = req->data;
+    (void)status;
+    free(req);
+    close_now(c);
+}
+
+static void on_linger(uv_timer_t *t)
+{
+    close_now(t->data);
+}
+
 void m2m_tcp_conn_close(struct m2m_tcp_conn *c, void (*cb)(struct m2m_tcp_conn *c))
 {
     if (c->closing)
@@ -36,9 +62,19 @@ void m2m_tcp_conn_close(struct m2m_tcp_conn *c, void (*cb)(struct m2m_tcp_conn *
     c->closing = true;
     c->closed_cb = cb;
     uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    /* uv_close lets queued writes finish or fail first. */
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    /* uv_close would cancel queued writes (a refusing CONNACK, a last
+     * DISCONNECT): let them go first, then close, within LINGER_MS. */
+    uv_shutdown_t *req = NULL;
+    if (c->started && !c->abort && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 &&
+        (req = malloc(sizeof *req)) != NULL) {
+        req->data = c;
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
+            uv_timer_start(&c->timer, on_linger, LINGER_MS, 0);
+            return;
+        }
+        free(req);
+    }
+    close_now(c);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -71,6 +107,7 @@ void m2m_tcp_conn_flush(struct m2m_tcp_conn *c)
          * copied for an asynchronous write. */
         if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + n - off > c->max_write_queue) {
             m2m_log(c->log, M2M_LOG_INFO, c->ops->name, &c->peer, "peer does not read: closing");
+            c->abort = true;
             m2m_tcp_conn_close(c, c->closed_cb);
             return;
         }
@@ -131,6 +168,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct m2m_tcp_conn *c = s->data;
     if (nread == 0)
         return;
+    if (c->closing) { /* lingering: only the queued output matters now */
+        if (nread < 0)
+            close_now(c);
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF)
             m2m_log(c->log, M2M_LOG_DEBUG, c->ops->name, &c->peer, "read error: %s", uv_strerror((int)nread));

@@ -48,6 +48,8 @@ struct m2m_tcp_conn {
     struct m2m_tcp_meter meter;
     m2m_time armed_at;
     bool closing, started;
+    bool abort;          /* close without waiting for queued output */
+    bool closed_handles; /* uv_close called */
     int open_handles;
     size_t max_write_queue;
     const struct m2m_logger *log;

@@ -44,10 +44,11 @@ struct alias {
     size_t n;
 };
 
-/* Inbound QoS 2 messages tolerated beyond our Receive Maximum before the
- * connection is closed with 0x93: mosquitto 2.0 sends one more than the
- * client's Receive Maximum after a PUBCOMP (seen in tests/interop/paho). */
-#define IN2_SLACK 8
+/* Inbound QoS 2 messages remembered until their PUBREL. Not capped at our
+ * Receive Maximum: we send PUBREC at once, and mosquitto 2.0 frees its send
+ * quota at PUBREC, so under load more than Receive Maximum messages can wait
+ * for a PUBREL that is on its way. The packet id space is the bound. */
+#define IN2_MAX 65535
 
 struct m2m_mqtt_client {
     struct m2m_mqtt_client_config cfg;
@@ -84,8 +85,8 @@ struct m2m_mqtt_client {
     size_t noutq;
     uint16_t next_id;
 
-    uint16_t *in2; /* inbound QoS 2 ids awaiting PUBREL; receive_maximum + IN2_SLACK entries */
-    size_t nin2;
+    uint16_t *in2; /* inbound QoS 2 ids awaiting PUBREL, grows up to IN2_MAX */
+    size_t nin2, capin2;
 
     struct {
         uint16_t id;
@@ -278,10 +279,9 @@ struct m2m_mqtt_client *m2m_mqtt_client_new(const struct m2m_mqtt_client_config 
     c->in_alloc = 4096;
     c->in = malloc(c->in_alloc);
     c->outq = calloc(k->max_queued, sizeof *c->outq);
-    c->in2 = calloc((size_t)k->receive_maximum + IN2_SLACK, sizeof *c->in2);
     if (k->topic_alias_maximum)
         c->in_alias = calloc(k->topic_alias_maximum, sizeof *c->in_alias);
-    if (!c->in || !c->outq || !c->in2 || (k->topic_alias_maximum && !c->in_alias))
+    if (!c->in || !c->outq || (k->topic_alias_maximum && !c->in_alias))
         goto fail;
     c->next_id = 1;
     c->st = ST_OFFLINE;
@@ -903,9 +903,17 @@ static void on_publish(struct m2m_mqtt_client *c, const struct m2m_mqtt_publish 
             send_ack(c, M2M_MQTT_PUBREC, pb->packet_id, 0); /* delivered already: ack again only */
             return;
         }
-        if (c->nin2 >= (size_t)c->cfg.receive_maximum + IN2_SLACK) {
-            client_close(c, M2M_ELIMIT, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED); /* §3.3.4 */
-            return;
+        if (c->nin2 == c->capin2) {
+            size_t cap = c->capin2 ? 2 * c->capin2 : 16;
+            if (cap > IN2_MAX)
+                cap = IN2_MAX;
+            uint16_t *n = cap > c->capin2 ? realloc(c->in2, cap * sizeof *n) : NULL;
+            if (!n) {
+                client_close(c, M2M_ELIMIT, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED); /* §3.3.4 */
+                return;
+            }
+            c->in2 = n;
+            c->capin2 = cap;
         }
     }
     struct ev_node *e = ev_push(c, M2M_MQTT_CEV_PUBLISH, raw, len);

@@ -460,27 +460,38 @@ static void test_qos_in(void **state)
 
 /* More unreleased inbound QoS 2 messages than our Receive Maximum: closed
  * with 0x93 Receive Maximum exceeded (§3.3.4). */
+/* Inbound QoS 2 beyond our Receive Maximum is not cut off: mosquitto 2.0
+ * frees its quota at our PUBREC, so many may await their PUBREL (seen with
+ * 300-message bursts under load); each is delivered once and completed. */
 static void test_receive_maximum_in(void **state)
 {
     (void)state;
     struct m2m_mqtt_client_config cfg = base_cfg(V5);
     cfg.receive_maximum = 2;
     struct m2m_mqtt_client *c = open_client(&cfg, NULL);
-    /* A few beyond the limit are tolerated (mosquitto 2.0 sends one too
-     * many); past that slack the connection closes with 0x93. */
-    const uint16_t limit = 2 + 8;
-    for (uint16_t id = 1; id <= limit + 1; id++) {
+    for (uint16_t id = 1; id <= 20; id++) {
         struct m2m_mqtt_packet p = publish(V5, "t", 2, id, "x");
         feed_pkt(c, 2000, &p);
     }
-    for (uint16_t id = 1; id <= limit; id++)
+    for (uint16_t id = 1; id <= 20; id++)
         expect_ev(c, M2M_MQTT_CEV_PUBLISH);
-    struct m2m_mqtt_client_event ev = expect_ev(c, M2M_MQTT_CEV_CLOSED);
-    assert_int_equal(ev.reason, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED);
+    struct m2m_mqtt_packet dup = publish(V5, "t", 2, 7, "x");
+    dup.u.publish.dup = true;
+    feed_pkt(c, 2000, &dup); /* known id: PUBREC again, no second delivery */
+    struct m2m_mqtt_client_event ev;
+    assert_false(m2m_mqtt_client_poll_event(c, &ev));
     struct outp o;
     drain(c, V5, &o);
-    assert_int_equal(o.pkt[o.n - 1].type, M2M_MQTT_DISCONNECT);
-    assert_int_equal(o.pkt[o.n - 1].u.disconnect.rc, M2M_MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED);
+    assert_int_equal(o.n, 21);
+    for (size_t i = 0; i < o.n; i++)
+        assert_int_equal(o.pkt[i].type, M2M_MQTT_PUBREC);
+    for (uint16_t id = 1; id <= 20; id++) {
+        struct m2m_mqtt_packet rel = ack(V5, M2M_MQTT_PUBREL, id, 0);
+        feed_pkt(c, 2100, &rel);
+    }
+    drain(c, V5, &o);
+    assert_int_equal(o.n, 20);
+    assert_int_equal(o.pkt[19].type, M2M_MQTT_PUBCOMP);
     m2m_mqtt_client_free(c);
 }
 
