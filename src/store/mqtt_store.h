@@ -30,7 +30,7 @@ enum m2m_store_sync {
 };
 
 struct m2m_store_msg {
-    uint64_t id; /* chosen by the broker, unique, never reused */
+    uint64_t id; /* chosen by the broker, unique among stored rows */
     struct m2m_slice topic;
     struct m2m_slice payload;
     struct m2m_slice props; /* raw v5 properties, may be empty */
