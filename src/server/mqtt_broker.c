@@ -114,14 +114,26 @@ static struct qent *q_pop(struct qlist *q)
     return e;
 }
 
+static void group_unref(struct sgroup *g)
+{
+    if (g && --g->refs == 0 && g->n == 0)
+        free(g);
+}
+
+static void qent_free(struct m2m_broker *b, struct qent *e)
+{
+    group_unref(e->group);
+    msg_unref(b, e->m);
+    free(e);
+}
+
 /* Drops one entry that left the session for good. */
 static void qent_drop(struct m2m_broker *b, struct session *s, struct qent *e)
 {
     persist_qent_del(b, s, e);
     if (s->queued_bytes >= e->m->payload_n)
         s->queued_bytes -= e->m->payload_n;
-    msg_unref(b, e->m);
-    free(e);
+    qent_free(b, e);
 }
 
 static void q_clear(struct m2m_broker *b, struct session *s, struct qlist *q)
@@ -165,7 +177,8 @@ static void sub_unlink(struct m2m_broker *b, struct sub *sb)
                 break;
             }
         }
-        free(g);
+        if (g->refs == 0)
+            free(g); /* else the last queue entry that came through it does */
     }
     if (b->st.subscriptions)
         b->st.subscriptions--;
@@ -430,8 +443,7 @@ static void enqueue(struct m2m_broker *b, struct session *s, struct qent *e)
         }
         if (!it) {
             b->st.msgs_dropped++;
-            msg_unref(b, e->m);
-            free(e);
+            qent_free(b, e);
             return;
         }
         if (prev)
@@ -449,8 +461,8 @@ static void enqueue(struct m2m_broker *b, struct session *s, struct qent *e)
     persist_qent(b, s, e);
 }
 
-static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
-                    const uint32_t *subid, size_t nsubid, m2m_time now)
+static void deliver_via(struct m2m_broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+                        const uint32_t *subid, size_t nsubid, struct sgroup *group, m2m_time now)
 {
     bool online = client_online(s->client);
     if (!online && qos == 0)
@@ -458,6 +470,10 @@ static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint
     struct qent *e = qent_new(m, qos, retain, subid, nsubid);
     if (!e)
         return;
+    if (group && qos > 0) {
+        e->group = group;
+        group->refs++;
+    }
     if (online && !s->queue.head) {
         int rc = send_one(b, s->client, now, e);
         if (rc == 0) {
@@ -471,12 +487,17 @@ static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint
         if (rc != M2M_EAGAIN && !(rc == M2M_ENOBUFS && qos > 0)) {
             if (rc && rc != M2M_ETIMEDOUT)
                 b->st.msgs_dropped++;
-            msg_unref(b, m);
-            free(e);
+            qent_free(b, e);
             return;
         }
     }
     enqueue(b, s, e);
+}
+
+static void deliver(struct m2m_broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+                    const uint32_t *subid, size_t nsubid, m2m_time now)
+{
+    deliver_via(b, s, m, qos, retain, subid, nsubid, NULL, now);
 }
 
 struct route_ctx {
@@ -509,22 +530,70 @@ static void collect(struct m2m_broker *b, struct session *s, const struct sub *s
         t->subid[t->nsubid++] = sb->sub_id;
 }
 
-/* Shared subscription: one member, round robin, online members first. */
+/* The member of a shared subscription group that gets the next message:
+ * round robin over the online members (all members when none is online),
+ * never `except`. NULL when there is none. */
+static struct sub *group_pick(struct sgroup *g, const struct session *except, bool online_only)
+{
+    size_t online = 0, eligible = 0;
+    for (const struct sub *sb = g->members; sb; sb = sb->next) {
+        if (sb->s == except)
+            continue;
+        eligible++;
+        online += client_online(sb->s->client);
+    }
+    bool only_online = online_only || online > 0;
+    size_t n = only_online ? online : eligible;
+    if (n == 0)
+        return NULL;
+    size_t k = g->rr++ % n;
+    for (struct sub *sb = g->members; sb; sb = sb->next) {
+        if (sb->s == except || (only_online && !client_online(sb->s->client)))
+            continue;
+        if (k-- == 0)
+            return sb;
+    }
+    return NULL;
+}
+
 static void deliver_shared(struct route_ctx *rc, struct sgroup *g)
 {
-    size_t online = 0;
-    for (struct sub *sb = g->members; sb; sb = sb->next)
-        online += client_online(sb->s->client);
-    bool only_online = online > 0;
-    size_t k = g->rr++ % (only_online ? online : g->n);
-    for (struct sub *sb = g->members; sb; sb = sb->next) {
-        if (only_online && !client_online(sb->s->client))
-            continue;
-        if (k-- == 0) {
-            uint32_t id = sb->sub_id;
-            deliver(rc->b, sb->s, rc->m, min_u8(rc->m->qos, sb->qos), rc->m->retain && sb->rap, &id,
-                    id ? 1 : 0, rc->now);
-            return;
+    struct sub *sb = group_pick(g, NULL, false);
+    if (!sb)
+        return;
+    uint32_t id = sb->sub_id;
+    deliver_via(rc->b, sb->s, rc->m, min_u8(rc->m->qos, sb->qos), rc->m->retain && sb->rap, &id, id ? 1 : 0,
+                g, rc->now);
+}
+
+/* A member left: what it got through a shared subscription and has not
+ * acknowledged goes to another online member of the group (5.0 §4.8.2,
+ * a SHOULD). */
+static void hand_over_shared(struct m2m_broker *b, struct session *s, m2m_time now)
+{
+    struct qlist *lists[2] = {&s->inflight, &s->queue};
+    for (int i = 0; i < 2; i++) {
+        struct qent *prev = NULL, *e = lists[i]->head;
+        while (e) {
+            struct qent *next = e->next;
+            struct sub *to = e->group ? group_pick(e->group, s, true) : NULL;
+            if (!to) {
+                prev = e;
+                e = next;
+                continue;
+            }
+            uint32_t id = to->sub_id;
+            deliver_via(b, to->s, e->m, min_u8(e->m->qos, to->qos), e->retain, &id, id ? 1 : 0, e->group,
+                        now);
+            if (prev)
+                prev->next = next;
+            else
+                lists[i]->head = next;
+            if (lists[i]->tail == e)
+                lists[i]->tail = prev;
+            lists[i]->n--;
+            qent_drop(b, s, e);
+            e = next;
         }
     }
 }
@@ -1130,6 +1199,7 @@ void m2m_broker_detach(struct m2m_broker *b, struct m2m_broker_client *c, m2m_ti
     c->will = NULL;
     if (s) {
         s->client = NULL;
+        hand_over_shared(b, s, now);
         requeue_inflight(s);
         if (s->persistent && s->expiry_s != UINT32_MAX)
             s->expire_at = now + (m2m_time)s->expiry_s * 1000;

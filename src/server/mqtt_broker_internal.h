@@ -32,7 +32,8 @@ struct qent {
     uint16_t packet_id; /* in flight */
     uint8_t qos;
     bool retain;
-    bool released; /* QoS 2: PUBREC came */
+    bool released;        /* QoS 2: PUBREC came */
+    struct sgroup *group; /* came through this shared subscription (holds a reference) */
     uint8_t nsubid;
     uint32_t subid[]; /* v5 Subscription Identifiers of the matching subscriptions */
 };
@@ -64,6 +65,7 @@ struct sgroup {
     struct sgroup *next;
     struct sub *members;
     size_t n;
+    size_t refs; /* queue entries that came through it: freed when both are 0 */
     size_t rr;
     size_t namelen;
     char name[];

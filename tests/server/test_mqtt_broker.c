@@ -653,6 +653,43 @@ static void test_max_keep_alive(void **state)
     m2m_broker_free(b);
 }
 
+/* A member of a shared subscription leaves with a message unacknowledged:
+ * another online member gets it (5.0 §4.8.2). */
+static void test_shared_handover(void **state)
+{
+    (void)state;
+    struct m2m_broker *b = broker();
+    struct tc pub, a, c;
+    struct outp o;
+    tc_simple(b, &pub, V3, "pub");
+    tc_simple(b, &a, V5, "member-a");
+    tc_simple(b, &c, V5, "member-c");
+    sub_simple(b, &a, "$share/g/jobs", 1);
+    sub_simple(b, &c, "$share/g/jobs", 1);
+    publish(b, &pub, "jobs", "one", 1, false, 1);
+    publish(b, &pub, "jobs", "two", 1, false, 2);
+    struct outp oa, oc;
+    drain(&a, &oa);
+    drain(&c, &oc);
+    assert_int_equal(oa.n, 1);
+    assert_int_equal(oc.n, 1);
+    const char *a_got = oa.pkt[0].u.publish.payload.p[1] == 'n' ? "one" : "two";
+    send_ack(b, &c, M2M_MQTT_PUBACK, oc.pkt[0].u.publish.packet_id);
+    tc_close(b, &a); /* leaves without acknowledging */
+    drain(&c, &o);
+    assert_int_equal(o.n, 1);
+    expect_pub(&o, 0, "jobs", a_got, 1, false);
+    send_ack(b, &c, M2M_MQTT_PUBACK, o.pkt[0].u.publish.packet_id);
+    /* The group goes on with the member that is left. */
+    publish(b, &pub, "jobs", "three", 1, false, 3);
+    drain(&c, &o);
+    assert_int_equal(o.n, 1);
+    expect_pub(&o, 0, "jobs", "three", 1, false);
+    tc_close(b, &c);
+    tc_close(b, &pub);
+    m2m_broker_free(b);
+}
+
 /* With a store, QoS 1 is acknowledged only after the commit, and what was
  * acknowledged is there for the next broker. */
 static void test_store_group_commit(void **state)
@@ -1219,6 +1256,7 @@ int main(void)
         cmocka_unit_test(test_auth_and_acl),
         cmocka_unit_test(test_store_group_commit),
         cmocka_unit_test(test_max_keep_alive),
+        cmocka_unit_test(test_shared_handover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
