@@ -35,6 +35,7 @@ fuzz: deps
 
 bench: build
 	bash bench/coap/run.sh $(BUILD)/m2mkit
+	bash bench/mqtt/run.sh $(BUILD)/m2mkit
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

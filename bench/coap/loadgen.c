@@ -243,7 +243,7 @@ static void bench_usage(FILE *f)
                "  -h, --help             this help\n");
 }
 
-static int bench_coap(int argc, char **argv)
+int bench_coap(int argc, char **argv)
 {
     static const struct option longopts[] = {{"clients", required_argument, 0, 'n'},
                                              {"duration", required_argument, 0, 'd'},
@@ -350,14 +350,4 @@ static int bench_coap(int argc, char **argv)
                clients, b.window, secs, (unsigned long long)b.done, (unsigned long long)b.errors, rps,
                percentile(&b, 0.50), percentile(&b, 0.99));
     return b.done ? CLI_OK : CLI_FAILED;
-}
-
-int cmd_bench(int argc, char **argv)
-{
-    if (argc >= 2 && !strcmp(argv[1], "coap"))
-        return bench_coap(argc - 1, argv + 1);
-    bool help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
-    fprintf(help ? stdout : stderr, "usage: m2mkit bench coap [options] URI\n"
-                                    "  (load generators for more protocols come with their issues)\n");
-    return help ? CLI_OK : CLI_USAGE;
 }

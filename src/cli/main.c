@@ -12,7 +12,7 @@ static void usage(FILE *f)
                "  serve     run the server (CoAP on udp/5683 ...) until SIGINT/SIGTERM\n"
                "  coap      CoAP client: get|put|post|delete|observe|discover URI\n"
                "  mqtt      MQTT client: pub|sub -t TOPIC ...\n"
-               "  bench     load generators: bench coap ...\n"
+               "  bench     load generators: bench coap|mqtt ...\n"
                "  passwd    manage an MQTT password file (mosquitto_passwd's format)\n"
                "  version   print the version\n"
                "\n"
