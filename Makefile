@@ -16,8 +16,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Starts every protocol on its standard port, on loopback, data under ./var.
+# Starts every protocol on its standard port, on loopback, data under ./var;
+# a development PKI in ./var/certs (kept once made) turns on TLS and DTLS.
 run: build
+	@./$(BUILD)/m2mkit certs init --quiet
 	./$(BUILD)/m2mkit serve $(ARGS)
 
 # Builds with AddressSanitizer and UndefinedBehaviorSanitizer, runs every test.

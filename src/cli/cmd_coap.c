@@ -11,6 +11,7 @@
 #include "m2m/coap.h"
 #include "net/addr.h"
 #include "net/coap_wire.h"
+#include "net/dtls.h"
 
 #define MAX_EXTRA_OPTS 16
 
@@ -20,6 +21,8 @@ struct client {
     uv_signal_t sigint;
     struct m2m_udp_pump pump;
     struct m2m_coap_ep *ep;
+    struct m2m_dtls *dtls; /* coaps:// */
+    struct m2m_addr server;
     struct m2m_prng prng;
     uint32_t id;
     bool observe, raw, quiet, finishing;
@@ -36,6 +39,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: m2mkit coap get|put|post|delete|observe|discover URI [options]\n"
                "\n"
                "URI: coap://host[:port]/path?query (IPv6 literals in brackets, percent-encoding)\n"
+               "     coaps://... for CoAP over DTLS 1.2 (port 5684)\n"
                "\n"
                "  -t, --type FORMAT       Content-Format of the payload (text, json, cbor, link,\n"
                "                          senml+json, octets ... or a number)\n"
@@ -52,8 +56,17 @@ static void usage(FILE *f)
                "  -v, --verbose           print the response code and options, debug logging\n"
                "  -h, --help              this help\n"
                "\n"
+               "coaps:// (DTLS):\n"
+               "      --psk-identity ID   pre-shared key identity\n"
+               "      --psk-key KEY       the key: hexadecimal (even length), else text;\n"
+               "                          'text:...' forces text\n"
+               "      --cafile FILE       CA certificates (PEM) to check the server against\n"
+               "                          (default: the system's)\n"
+               "      --cert FILE         client certificate (PEM)\n"
+               "      --key FILE          its private key (PEM; default: --cert)\n"
+               "\n"
                "Exit status: 0 for 2.xx, 1 for 4.xx/5.xx, 2 for a usage error, 3 when the\n"
-               "request failed (timeout, reset, network error).\n");
+               "request failed (timeout, reset, network error, DTLS handshake failure).\n");
 }
 
 static void finish(struct client *c, int status);
@@ -76,6 +89,8 @@ static void finish(struct client *c, int status)
         return;
     c->finishing = true;
     c->status = status;
+    if (c->dtls)
+        m2m_dtls_close_all(c->dtls); /* close_notify */
     m2m_udp_pump_flush(&c->pump);
     m2m_udp_pump_close(&c->pump, pump_closed);
 }
@@ -149,6 +164,13 @@ static void on_react(struct m2m_udp_pump *pump, void *ctx)
     struct client *c = ctx;
     struct m2m_coap_event ev;
     (void)pump;
+    struct m2m_dtls_peer_info info;
+    if (c->dtls && !c->finishing && m2m_dtls_peer(c->dtls, &c->server, &info) == M2M_DTLS_FAILED) {
+        if (!c->quiet)
+            fprintf(stderr, "m2mkit coap: DTLS handshake failed: %s\n", info.reason);
+        finish(c, CLI_FAILED);
+        return;
+    }
     while (m2m_coap_ep_poll_event(c->ep, &ev)) {
         if (ev.id != c->id || c->finishing)
             continue;
@@ -276,16 +298,55 @@ static int parse_extra(const char *arg, uint16_t *num, uint8_t *val, size_t cap,
     return 0;
 }
 
+/* --psk-key: an even-length hex string is hex, anything else (or what
+ * follows "text:") is the key's bytes as written. */
+static int parse_psk_key(const char *s, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t n = strlen(s);
+    bool hex = n && n % 2 == 0 && strspn(s, "0123456789abcdefABCDEF") == n;
+    if (!strncmp(s, "text:", 5)) {
+        s += 5;
+        n -= 5;
+    }
+    if (!hex) {
+        if (!n || n > cap)
+            return -1;
+        memcpy(out, s, n);
+        *len = n;
+        return 0;
+    }
+    if (n / 2 > cap)
+        return -1;
+    for (size_t i = 0; i < n / 2; i++) {
+        char pair[3] = {s[2 * i], s[2 * i + 1], 0};
+        out[i] = (uint8_t)strtoul(pair, NULL, 16);
+    }
+    *len = n / 2;
+    return 0;
+}
+
 int cmd_coap(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"type", required_argument, 0, 't'},    {"accept", required_argument, 0, 'A'},
-        {"payload", required_argument, 0, 'p'}, {"block-size", required_argument, 0, 'b'},
-        {"non", no_argument, 0, 'N'},           {"option", required_argument, 0, 'O'},
-        {"output", required_argument, 0, 'o'},  {"raw", no_argument, 0, 'r'},
-        {"count", required_argument, 0, 'c'},   {"wait", required_argument, 0, 'w'},
-        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"type", required_argument, 0, 't'},
+                                             {"accept", required_argument, 0, 'A'},
+                                             {"payload", required_argument, 0, 'p'},
+                                             {"block-size", required_argument, 0, 'b'},
+                                             {"non", no_argument, 0, 'N'},
+                                             {"option", required_argument, 0, 'O'},
+                                             {"output", required_argument, 0, 'o'},
+                                             {"raw", no_argument, 0, 'r'},
+                                             {"count", required_argument, 0, 'c'},
+                                             {"wait", required_argument, 0, 'w'},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {"verbose", no_argument, 0, 'v'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {"psk-identity", required_argument, 0, 1},
+                                             {"psk-key", required_argument, 0, 2},
+                                             {"cafile", required_argument, 0, 3},
+                                             {"cert", required_argument, 0, 4},
+                                             {"key", required_argument, 0, 5},
+                                             {0, 0, 0, 0}};
+    const char *psk_identity = NULL, *psk_key = NULL, *cafile = NULL, *cert = NULL, *key = NULL;
     int fmt = -1, accept = -1;
     const char *payload_arg = NULL, *output = NULL;
     long block = 0, count = -1;
@@ -332,6 +393,11 @@ int cmd_coap(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return CLI_OK;
+        case 1: psk_identity = optarg; break;
+        case 2: psk_key = optarg; break;
+        case 3: cafile = optarg; break;
+        case 4: cert = optarg; break;
+        case 5: key = optarg; break;
         default: usage(stderr); return CLI_USAGE;
         }
     }
@@ -363,8 +429,18 @@ int cmd_coap(int argc, char **argv)
         fprintf(stderr, "m2mkit coap: cannot parse URI '%s'\n", uri_s);
         return CLI_USAGE;
     }
-    if (uri.secure) {
-        fprintf(stderr, "m2mkit coap: coaps:// (DTLS) is not available yet\n");
+    if (!uri.secure && (psk_identity || psk_key || cafile || cert || key)) {
+        fprintf(stderr, "m2mkit coap: --psk-*, --cafile, --cert and --key need a coaps:// URI\n");
+        return CLI_USAGE;
+    }
+    if (!psk_identity != !psk_key) {
+        fprintf(stderr, "m2mkit coap: --psk-identity and --psk-key go together\n");
+        return CLI_USAGE;
+    }
+    uint8_t pskbuf[64];
+    size_t psk_len = 0;
+    if (psk_key && parse_psk_key(psk_key, pskbuf, sizeof pskbuf, &psk_len)) {
+        fprintf(stderr, "m2mkit coap: the PSK must be 1 to 64 bytes\n");
         return CLI_USAGE;
     }
     if (discover && uri.npath == 0) {
@@ -416,13 +492,41 @@ int cmd_coap(int argc, char **argv)
     if (block)
         cc.block_szx = m2m_coap_szx_for((size_t)block);
     int status = CLI_FAILED;
+    struct m2m_dtls_ctx *dctx = NULL;
     c.ep = m2m_coap_ep_new(&cc);
     uv_loop_init(&c.loop);
+    m2m_addr_from_sockaddr(&c.server, (struct sockaddr *)&dst);
+    if (uri.secure && c.ep) {
+        struct m2m_dtls_ctx_config dcfg = {.psk_identity = psk_identity,
+                                           .psk_key = pskbuf,
+                                           .psk_key_len = psk_len,
+                                           .ca_file = cafile,
+                                           .cert_file = cert,
+                                           .key_file = key,
+                                           .verify = M2M_DTLS_VERIFY_REQUIRE,
+                                           .server_name = uri.host};
+        char err[256];
+        if (m2m_dtls_ctx_new(&dcfg, &dctx, err, sizeof err)) {
+            fprintf(stderr, "m2mkit coap: %s\n", err);
+            status = CLI_USAGE;
+            goto out;
+        }
+        struct m2m_dtls_config dc;
+        m2m_dtls_config_default(&dc);
+        dc.log = &c.log;
+        uv_random(NULL, NULL, &dc.hash_key, sizeof dc.hash_key, 0, NULL);
+        if (!(c.dtls = m2m_dtls_new(dctx, &dc, &m2m_coap_wire_ops, c.ep))) {
+            fprintf(stderr, "m2mkit coap: out of memory\n");
+            goto out;
+        }
+    }
     struct sockaddr_storage local;
     m2m_sockaddr_parse(dst.ss_family == AF_INET6 ? "::" : "0.0.0.0", 0, &local);
-    int rc = c.ep ? m2m_udp_pump_start(&c.pump, &c.loop, (struct sockaddr *)&local, &m2m_coap_wire_ops, c.ep,
-                                       on_react, &c, &c.log)
-                  : UV_ENOMEM;
+    int rc = !c.ep    ? UV_ENOMEM
+             : c.dtls ? m2m_udp_pump_start(&c.pump, &c.loop, (struct sockaddr *)&local, &m2m_dtls_wire_ops,
+                                           c.dtls, on_react, &c, &c.log)
+                      : m2m_udp_pump_start(&c.pump, &c.loop, (struct sockaddr *)&local, &m2m_coap_wire_ops,
+                                           c.ep, on_react, &c, &c.log);
     if (rc) {
         fprintf(stderr, "m2mkit coap: cannot open a UDP socket: %s\n", uv_strerror(rc));
         goto out;
@@ -451,9 +555,9 @@ int cmd_coap(int argc, char **argv)
     }
     req.payload = payload;
     req.payload_len = payload ? payload_len : 0;
-    struct m2m_addr to;
-    m2m_addr_from_sockaddr(&to, (struct sockaddr *)&dst);
-    rc = m2m_coap_request(c.ep, (m2m_time)uv_now(&c.loop), &to, &req, &c.id);
+    rc = c.dtls ? m2m_dtls_connect(c.dtls, (m2m_time)uv_now(&c.loop), &c.server) : 0;
+    if (!rc)
+        rc = m2m_coap_request(c.ep, (m2m_time)uv_now(&c.loop), &c.server, &req, &c.id);
     if (rc) {
         fprintf(stderr, "m2mkit coap: cannot send the request: %s\n", m2m_strerror(rc));
         finish(&c, CLI_FAILED);
@@ -468,6 +572,9 @@ int cmd_coap(int argc, char **argv)
     status = c.status;
 out:
     uv_loop_close(&c.loop);
+    m2m_dtls_free(c.dtls);
+    m2m_dtls_ctx_free(dctx);
+    memset(pskbuf, 0, sizeof pskbuf);
     m2m_coap_ep_free(c.ep);
     if (c.out)
         fclose(c.out);

@@ -1,9 +1,11 @@
 /* m2mkit mqtt pub|sub: an MQTT 3.1.1 / 5.0 client on the sans-IO client core
  * (m2m/mqtt_client.h), driven over TCP by src/net/tcp.c. */
+#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include "base/utf8.h"
 #include "cli.h"
 #include "m2m/mqtt_client.h"
+#include "net/tls.h"
 #include "net/addr.h"
 #include "net/tcp.h"
 
@@ -28,6 +31,8 @@ struct app {
     uv_idle_t idle;
     struct m2m_tcp_conn *tcp;
     struct m2m_mqtt_client *mc;
+    struct m2m_tls_ctx *tls_ctx; /* TLS options given: every connection goes through it */
+    struct m2m_tls *tls;
     struct m2m_logger log;
     struct sockaddr_storage addr;
     bool sub, finishing, closing_handles, ever_connected, idle_on;
@@ -69,6 +74,12 @@ static void usage(FILE *f)
                "  -q, --qos 0|1|2          QoS (default 0)\n"
                "      --will-topic T --will-payload P --will-qos Q --will-retain --will-delay S\n"
                "  -d, --debug              log the connection on stderr\n"
+               "TLS (mqtts://, default port 8883):\n"
+               "      --tls                TLS with the system's CA certificates\n"
+               "      --cafile FILE        CA certificates that must sign the broker's certificate\n"
+               "      --cert FILE --key FILE   client certificate (mutual TLS)\n"
+               "      --psk-identity ID --psk-key HEX   pre-shared key (TLS 1.2 PSK)\n"
+               "      --insecure           do not verify the broker's certificate (tests only)\n"
                "\n"
                "pub:  -m MSG | -f FILE (whole file) | -l (one message per stdin line) | -n (empty)\n"
                "      -r, --retain          set RETAIN\n"
@@ -148,6 +159,8 @@ static void finish(struct app *a, int status)
     }
     if (m2m_mqtt_client_connected(a->mc))
         m2m_mqtt_client_disconnect(a->mc, now_of(a), 0, NULL);
+    if (a->tls)
+        m2m_tls_close(a->tls); /* DISCONNECT, then close_notify */
     /* a->tcp stays valid until its close callback, even if flush closes it. */
     m2m_tcp_conn_flush(a->tcp);
     m2m_tcp_conn_close(a->tcp, a->tcp->closed_cb);
@@ -428,6 +441,11 @@ static bool on_react(struct m2m_tcp_conn *tcp, void *ctx)
             break;
         }
     }
+    if (a->tls && m2m_tls_closed(a->tls)) {
+        if (!a->finishing && !m2m_tls_established(a->tls) && m2m_tls_reason(a->tls))
+            fprintf(stderr, "m2mkit mqtt: %s\n", m2m_tls_reason(a->tls));
+        close = true;
+    }
     return close;
 }
 
@@ -435,6 +453,8 @@ static void on_tcp_closed(struct m2m_tcp_conn *tcp)
 {
     struct app *a = tcp->ctx;
     a->tcp = NULL;
+    m2m_tls_free(a->tls);
+    a->tls = NULL;
     m2m_mqtt_client_transport_closed(a->mc);
     struct m2m_mqtt_client_event ev;
     while (m2m_mqtt_client_poll_event(a->mc, &ev)) {
@@ -465,6 +485,17 @@ static void on_tcp_connected(struct m2m_tcp_conn *tcp, int status)
         a->status = CLI_USAGE;
         a->finishing = true;
         m2m_tcp_conn_close(tcp, on_tcp_closed);
+        return;
+    }
+    if (a->tls_ctx) {
+        a->tls = m2m_tls_new(a->tls_ctx, &mqtt_client_ops, a->mc, now_of(a));
+        if (!a->tls) {
+            fprintf(stderr, "m2mkit mqtt: out of memory\n");
+            a->finishing = true;
+            m2m_tcp_conn_close(tcp, on_tcp_closed);
+            return;
+        }
+        m2m_tcp_conn_start(tcp, &m2m_tls_stream_ops, a->tls, on_react, a, 64u << 20);
         return;
     }
     m2m_tcp_conn_start(tcp, &mqtt_client_ops, a->mc, on_react, a, 64u << 20);
@@ -509,11 +540,14 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 }
 
 /* mqtt://host[:port]/topic; an IPv6 host in brackets. */
-static bool parse_url(const char *url, char *host, size_t hcap, long *port, const char **topic)
+/* mqtt://host[:port]/topic or mqtts://...; *tls and *port_given say which. */
+static bool parse_url(const char *url, char *host, size_t hcap, long *port, const char **topic, bool *tls,
+                      bool *port_given)
 {
-    if (strncmp(url, "mqtt://", 7))
+    *tls = !strncmp(url, "mqtts://", 8);
+    if (!*tls && strncmp(url, "mqtt://", 7))
         return false;
-    const char *h = url + 7, *e;
+    const char *h = url + (*tls ? 8 : 7), *e;
     if (*h == '[') {
         e = strchr(h, ']');
         if (!e)
@@ -534,6 +568,7 @@ static bool parse_url(const char *url, char *host, size_t hcap, long *port, cons
         *port = strtol(e + 1, &end, 10);
         if (end == e + 1 || *port < 1 || *port > 65535)
             return false;
+        *port_given = true;
         e = end;
     }
     *topic = *e == '/' && e[1] ? e + 1 : NULL;
@@ -562,6 +597,29 @@ static int usage_error(const char *fmt, const char *arg)
     return CLI_USAGE;
 }
 
+struct tls_opts {
+    bool on, insecure;
+    const char *cafile, *cert, *key, *psk_identity;
+    uint8_t psk_key[64];
+    size_t psk_key_len;
+};
+
+/* Hex to bytes: the length, 0 when not hex or too long. */
+static size_t hex_decode(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n % 2 || n / 2 > cap)
+        return 0;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)s[2 * i]) ||
+            !isxdigit((unsigned char)s[2 * i + 1]))
+            return 0;
+        out[i] = (uint8_t)v;
+    }
+    return n / 2;
+}
+
 enum {
     OPT_URL = 256,
     OPT_WILL_TOPIC,
@@ -571,7 +629,14 @@ enum {
     OPT_WILL_DELAY,
     OPT_ALIAS,
     OPT_RAP,
-    OPT_RH
+    OPT_RH,
+    OPT_TLS,
+    OPT_CAFILE,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_PSK_ID,
+    OPT_PSK_KEY,
+    OPT_INSECURE
 };
 
 int cmd_mqtt(int argc, char **argv)
@@ -609,6 +674,13 @@ int cmd_mqtt(int argc, char **argv)
                                              {"alias", no_argument, 0, OPT_ALIAS},
                                              {"retain-as-published", no_argument, 0, OPT_RAP},
                                              {"retain-handling", required_argument, 0, OPT_RH},
+                                             {"tls", no_argument, 0, OPT_TLS},
+                                             {"cafile", required_argument, 0, OPT_CAFILE},
+                                             {"cert", required_argument, 0, OPT_CERT},
+                                             {"key", required_argument, 0, OPT_KEY},
+                                             {"psk-identity", required_argument, 0, OPT_PSK_ID},
+                                             {"psk-key", required_argument, 0, OPT_PSK_KEY},
+                                             {"insecure", no_argument, 0, OPT_INSECURE},
                                              {"help", no_argument, 0, 'H'},
                                              {0, 0, 0, 0}};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
@@ -627,7 +699,9 @@ int cmd_mqtt(int argc, char **argv)
     long port = 1883, version = 5, keepalive = 60, expiry = 0, qos = 0, will_qos = 0, will_delay = -1,
          wait_s = 0;
     long rh = 0;
-    bool clean = true, will_retain = false, debug = false;
+    bool clean = true, will_retain = false, debug = false, port_given = false;
+    struct tls_opts tls = {0};
+    bool url_tls = false, url_port = false;
     int ch;
     optind = 1;
     argc--;
@@ -635,14 +709,27 @@ int cmd_mqtt(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "h:p:V:i:u:P:k:cx:D:q:t:m:f:lnrC:W:vF:NRd", longopts, NULL)) != -1) {
         switch (ch) {
         case 'h': host = optarg; break;
+        case OPT_TLS: tls.on = true; break;
+        case OPT_CAFILE: tls.on = true, tls.cafile = optarg; break;
+        case OPT_CERT: tls.on = true, tls.cert = optarg; break;
+        case OPT_KEY: tls.on = true, tls.key = optarg; break;
+        case OPT_PSK_ID: tls.on = true, tls.psk_identity = optarg; break;
+        case OPT_PSK_KEY:
+            tls.on = true;
+            tls.psk_key_len = hex_decode(optarg, tls.psk_key, sizeof tls.psk_key);
+            if (!tls.psk_key_len)
+                return usage_error("--psk-key wants 1 to 64 bytes in hex, not '%s'", optarg);
+            break;
+        case OPT_INSECURE: tls.on = true, tls.insecure = true; break;
         case 'p':
+            port_given = true;
             if (!parse_long(optarg, 1, 65535, &port))
                 return usage_error("bad port '%s'", optarg);
             break;
         case OPT_URL: {
             const char *t;
-            if (!parse_url(optarg, url_host, sizeof url_host, &port, &t))
-                return usage_error("cannot parse URL '%s' (mqtt://host[:port]/topic)", optarg);
+            if (!parse_url(optarg, url_host, sizeof url_host, &port, &t, &url_tls, &url_port))
+                return usage_error("cannot parse URL '%s' (mqtt[s]://host[:port]/topic)", optarg);
             host = url_host;
             if (t && a.ntopics < MAX_TOPICS)
                 a.topics[a.ntopics++] = t;
@@ -805,7 +892,34 @@ int cmd_mqtt(int argc, char **argv)
         .nuser = a.nuser,
         .max_queued = 1024,
     };
+    if (url_tls)
+        tls.on = true;
+    if (tls.on && !port_given && !url_port)
+        port = 8883;
+    if (!tls.cert != !tls.key)
+        return usage_error("--cert and --key go together%s", "");
+    if (!tls.psk_identity != !tls.psk_key_len)
+        return usage_error("--psk-identity and --psk-key go together%s", "");
     int status = CLI_FAILED;
+    if (tls.on) {
+        struct m2m_tls_ctx_config tc = {
+            .cert_file = tls.cert,
+            .key_file = tls.key,
+            .ca_file = tls.cafile,
+            .verify = tls.insecure || tls.psk_identity ? M2M_TLS_VERIFY_NONE : M2M_TLS_VERIFY_REQUIRE,
+            .psk_identity = tls.psk_identity,
+            .psk_key = tls.psk_key_len ? tls.psk_key : NULL,
+            .psk_key_len = tls.psk_key_len,
+            .server_name = host,
+            .max_version = tls.psk_identity ? 0x0303 : 0,
+            .session_tickets = true,
+        };
+        char why[256] = "";
+        if (m2m_tls_ctx_new(&tc, &a.tls_ctx, why, sizeof why)) {
+            fprintf(stderr, "m2mkit mqtt: TLS: %s\n", why);
+            return CLI_USAGE;
+        }
+    }
     uv_loop_init(&a.loop);
     int rc = resolve(&a.loop, host, port, &a.addr);
     if (rc) {
@@ -831,6 +945,7 @@ int cmd_mqtt(int argc, char **argv)
     status = a.status;
 out:
     uv_loop_close(&a.loop);
+    m2m_tls_ctx_free(a.tls_ctx);
     m2m_mqtt_client_free(a.mc);
     free(a.line);
     free(file_buf);

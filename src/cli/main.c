@@ -14,6 +14,7 @@ static void usage(FILE *f)
                "  mqtt      MQTT client: pub|sub -t TOPIC ...\n"
                "  bench     load generators: bench coap|mqtt ...\n"
                "  passwd    manage an MQTT password file (mosquitto_passwd's format)\n"
+               "  certs     development CA and certificates for TLS/DTLS: certs init|show\n"
                "  version   print the version\n"
                "\n"
                "Run 'm2mkit <command> --help' for the options of a command.\n");
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "passwd"))
         return cmd_passwd(argc - 1, argv + 1);
+    if (!strcmp(cmd, "certs"))
+        return cmd_certs(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("m2mkit %s\n", M2M_VERSION_STRING);
         return CLI_OK;

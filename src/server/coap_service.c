@@ -2,10 +2,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "net/addr.h"
 #include "net/coap_wire.h"
+#include "net/dtls.h"
 
 #define WELL_KNOWN "/.well-known/core"
 #define MAX_AGE_S 60
@@ -269,7 +271,7 @@ static void handle_request(struct m2m_coap_service *svc, struct m2m_coap_ep *ep,
 static void on_react(struct m2m_udp_pump *pump, void *ctx)
 {
     struct m2m_coap_service *svc = ctx;
-    struct m2m_coap_ep *ep = pump->core;
+    struct m2m_coap_ep *ep = svc->ep[pump - svc->pump];
     struct m2m_coap_event ev;
     while (m2m_coap_ep_poll_event(ep, &ev)) {
         switch (ev.type) {
@@ -296,12 +298,109 @@ static void seed_builtins(struct m2m_coap_service *svc)
     }
 }
 
+static int port_of(const struct m2m_udp_pump *pump)
+{
+    struct sockaddr_storage ss;
+    if (m2m_udp_pump_local(pump, &ss))
+        return -1;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* The DTLS context from the [tls] keys; 0 with *out NULL when there is
+ * neither a certificate nor a PSK file (CoAPS stays off). */
+static int dtls_context(const struct m2m_conf *conf, struct m2m_dtls_ctx **out, char *err, size_t errcap)
+{
+    char cert_buf[300], key_buf[300], ca_buf[300], psk_buf[300];
+    *out = NULL;
+    struct m2m_dtls_ctx_config c = {.server = true, .session_cache = conf->tls_session_tickets};
+    c.cert_file = m2m_conf_credential(conf, conf->tls_cert, "server.pem", cert_buf, sizeof cert_buf);
+    c.key_file = m2m_conf_credential(conf, conf->tls_key, "server.key", key_buf, sizeof key_buf);
+    c.ca_file = m2m_conf_credential(conf, conf->tls_ca, "ca.pem", ca_buf, sizeof ca_buf);
+    c.psk_file = m2m_conf_credential(conf, conf->tls_psk_file, "psk.txt", psk_buf, sizeof psk_buf);
+    if (!strcmp(conf->tls_verify_clients, "none"))
+        c.verify = M2M_DTLS_VERIFY_NONE;
+    else if (!strcmp(conf->tls_verify_clients, "require"))
+        c.verify = M2M_DTLS_VERIFY_REQUIRE;
+    else
+        c.verify = M2M_DTLS_VERIFY_OPTIONAL;
+    if (!c.cert_file && !c.psk_file)
+        return 0;
+    char why[200];
+    int rc = m2m_dtls_ctx_new(&c, out, why, sizeof why);
+    if (rc)
+        snprintf(err, errcap, "coaps: %s", why);
+    return rc;
+}
+
+/* A DTLS datagram must hold the CoAP message plus the record overhead, and
+ * a block plus its options must fit the message. */
+static void fit_to_mtu(struct m2m_coap_config *cc, size_t mtu)
+{
+    size_t room = mtu - 40;
+    if (cc->max_message > room)
+        cc->max_message = room;
+    while (cc->block_szx > 0 && m2m_coap_block_size(cc->block_szx) + 64 > cc->max_message)
+        cc->block_szx--;
+}
+
+static int listen_one(struct m2m_coap_service *svc, uv_loop_t *loop, const struct m2m_coap_config *cc,
+                      const char *bind, int port, bool dtls, char *err, size_t errcap)
+{
+    struct sockaddr_storage ss;
+    const char *what = dtls ? "coaps" : "coap";
+    if (m2m_sockaddr_parse(bind, port, &ss)) {
+        snprintf(err, errcap, "%s: '%s' is not an IP address", what, bind);
+        return M2M_ECONFIG;
+    }
+    struct m2m_coap_ep *ep = m2m_coap_ep_new(cc);
+    if (!ep) {
+        snprintf(err, errcap, "%s: invalid endpoint settings", what);
+        return M2M_ECONFIG;
+    }
+    struct m2m_dtls *filter = NULL;
+    if (dtls) {
+        const struct m2m_conf *conf = svc->conf;
+        struct m2m_dtls_config dc;
+        m2m_dtls_config_default(&dc);
+        dc.mtu = (size_t)conf->coap_dtls_mtu;
+        dc.max_peers = (size_t)conf->coap_dtls_max_peers;
+        dc.handshake_timeout_ms = (uint32_t)conf->tls_handshake_timeout;
+        dc.idle_timeout_ms = (uint32_t)conf->coap_dtls_idle_timeout;
+        dc.hash_key = m2m_prng_next(&svc->prng);
+        dc.log = svc->log;
+        uv_random(NULL, NULL, dc.cookie_secret, sizeof dc.cookie_secret, 0, NULL);
+        filter = m2m_dtls_new(svc->dtls_ctx, &dc, &m2m_coap_wire_ops, ep);
+        memset(dc.cookie_secret, 0, sizeof dc.cookie_secret);
+        if (!filter) {
+            m2m_coap_ep_free(ep);
+            snprintf(err, errcap, "coaps: invalid DTLS settings");
+            return M2M_ECONFIG;
+        }
+    }
+    int i = svc->n;
+    int rc = m2m_udp_pump_start(&svc->pump[i], loop, (struct sockaddr *)&ss,
+                                dtls ? &m2m_dtls_wire_ops : &m2m_coap_wire_ops, dtls ? (void *)filter : ep,
+                                on_react, svc, svc->log);
+    if (rc) {
+        snprintf(err, errcap, "%s: cannot listen on %s port %d: %s", what, bind, port, uv_strerror(rc));
+        m2m_dtls_free(filter);
+        m2m_coap_ep_free(ep);
+        return rc;
+    }
+    svc->ep[i] = ep;
+    svc->dtls[i] = filter;
+    svc->n++;
+    return 0;
+}
+
 int m2m_coap_service_start(struct m2m_coap_service *svc, uv_loop_t *loop, const struct m2m_conf *conf,
                            const struct m2m_logger *log, uint64_t seed, char *err, size_t errcap)
 {
     memset(svc, 0, sizeof *svc);
     svc->conf = conf;
     svc->log = log;
+    svc->first_dtls = -1;
     svc->max_payload = (size_t)conf->coap_max_payload;
     m2m_prng_seed(&svc->prng, seed);
     int rc = m2m_restree_init(&svc->tree, m2m_prng_next(&svc->prng), (size_t)conf->coap_max_resources + 1);
@@ -319,41 +418,55 @@ int m2m_coap_service_start(struct m2m_coap_service *svc, uv_loop_t *loop, const 
     for (int i = 0; i < M2M_COAP_LISTENERS; i++) {
         if (!binds[i][0])
             continue;
-        struct sockaddr_storage ss;
-        if (m2m_sockaddr_parse(binds[i], port, &ss)) {
-            snprintf(err, errcap, "coap: '%s' is not an IP address", binds[i]);
-            m2m_coap_service_stop(svc, NULL);
-            return M2M_ECONFIG;
-        }
-        struct m2m_coap_ep *ep = m2m_coap_ep_new(&cc);
-        if (!ep) {
-            snprintf(err, errcap, "coap: invalid endpoint settings");
-            m2m_coap_service_stop(svc, NULL);
-            return M2M_ECONFIG;
-        }
-        rc = m2m_udp_pump_start(&svc->pump[svc->n], loop, (struct sockaddr *)&ss, &m2m_coap_wire_ops, ep,
-                                on_react, svc, log);
-        if (rc) {
-            snprintf(err, errcap, "coap: cannot listen on %s port %d: %s", binds[i], port, uv_strerror(rc));
-            m2m_coap_ep_free(ep);
-            m2m_coap_service_stop(svc, NULL);
-            return rc;
-        }
-        svc->ep[svc->n++] = ep;
+        rc = listen_one(svc, loop, &cc, binds[i], port, false, err, errcap);
+        if (rc)
+            goto fail;
         /* With port 0, IPv6 follows the port IPv4 was given. */
         if (port == 0)
             port = m2m_coap_service_port(svc);
     }
+    if (!conf->coap_dtls_enabled)
+        return 0;
+    rc = dtls_context(conf, &svc->dtls_ctx, err, errcap);
+    if (rc)
+        goto fail;
+    if (!svc->dtls_ctx) {
+        m2m_log(log, M2M_LOG_INFO, "coap", NULL,
+                "coaps off: no certificate (tls.cert or %s/certs/server.pem) and no tls.psk_file",
+                conf->data_dir);
+        return 0;
+    }
+    fit_to_mtu(&cc, (size_t)conf->coap_dtls_mtu);
+    port = (int)conf->coap_dtls_port;
+    for (int i = 0; i < M2M_COAP_LISTENERS; i++) {
+        if (!binds[i][0])
+            continue;
+        rc = listen_one(svc, loop, &cc, binds[i], port, true, err, errcap);
+        if (rc)
+            goto fail;
+        if (svc->first_dtls < 0)
+            svc->first_dtls = svc->n - 1;
+        if (port == 0)
+            port = m2m_coap_service_dtls_port(svc);
+    }
     return 0;
+fail:
+    m2m_coap_service_stop(svc, NULL);
+    return rc;
 }
 
 int m2m_coap_service_port(const struct m2m_coap_service *svc)
 {
-    struct sockaddr_storage ss;
-    if (!svc->n || m2m_udp_pump_local(&svc->pump[0], &ss))
+    if (!svc->n || svc->first_dtls == 0)
         return -1;
-    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                          : ((struct sockaddr_in *)&ss)->sin_port);
+    return port_of(&svc->pump[0]);
+}
+
+int m2m_coap_service_dtls_port(const struct m2m_coap_service *svc)
+{
+    if (svc->first_dtls < 0)
+        return -1;
+    return port_of(&svc->pump[svc->first_dtls]);
 }
 
 static void pump_closed(struct m2m_udp_pump *pump)
@@ -361,9 +474,13 @@ static void pump_closed(struct m2m_udp_pump *pump)
     struct m2m_coap_service *svc = pump->ctx;
     if (--svc->closing)
         return;
-    for (int i = 0; i < svc->n; i++)
+    for (int i = 0; i < svc->n; i++) {
+        m2m_dtls_free(svc->dtls[i]);
         m2m_coap_ep_free(svc->ep[i]);
+    }
     svc->n = 0;
+    m2m_dtls_ctx_free(svc->dtls_ctx);
+    svc->dtls_ctx = NULL;
     m2m_restree_cleanup(&svc->tree);
     if (svc->stopped_cb)
         svc->stopped_cb(svc);
@@ -373,12 +490,21 @@ void m2m_coap_service_stop(struct m2m_coap_service *svc, void (*cb)(struct m2m_c
 {
     svc->stopped_cb = cb;
     if (!svc->n) {
+        m2m_dtls_ctx_free(svc->dtls_ctx);
+        svc->dtls_ctx = NULL;
         m2m_restree_cleanup(&svc->tree);
         if (cb)
             cb(svc);
         return;
     }
     svc->closing = svc->n;
-    for (int i = 0; i < svc->n; i++)
+    for (int i = 0; i < svc->n; i++) {
+        if (svc->dtls[i]) {
+            /* Sessions end with close_notify, so clients need not wait
+             * for a timeout to know. */
+            m2m_dtls_close_all(svc->dtls[i]);
+            m2m_udp_pump_flush(&svc->pump[i]);
+        }
         m2m_udp_pump_close(&svc->pump[i], pump_closed);
+    }
 }

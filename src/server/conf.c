@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "m2m/err.h"
 
@@ -17,10 +18,37 @@ const struct m2m_conf_key m2m_conf_keys[] = {
      "Directory for persistent data (SQLite databases, certificates)."},
     {"server.log_level", STR(log_level), "info", 0, 0, "error, warn, info or debug (-v sets debug)."},
 
+    {"tls.cert", STR(tls_cert), "", 0, 0,
+     "Server certificate chain (PEM) for TLS and DTLS listeners; empty: data_dir/certs/server.pem if it "
+     "exists."},
+    {"tls.key", STR(tls_key), "", 0, 0, "Private key of tls.cert (PEM); empty: data_dir/certs/server.key."},
+    {"tls.ca", STR(tls_ca), "", 0, 0,
+     "CA certificates (PEM) that client certificates must chain to; empty: data_dir/certs/ca.pem if it "
+     "exists."},
+    {"tls.verify_clients", STR(tls_verify_clients), "optional", 0, 0,
+     "Client certificates: none (not asked), optional (asked, verified if sent) or require."},
+    {"tls.psk_file", STR(tls_psk_file), "", 0, 0,
+     "Pre-shared keys (`identity:hexkey` lines) for DTLS and TLS PSK; empty: data_dir/certs/psk.txt if any."},
+    {"tls.min_version", STR(tls_min_version), "1.2", 0, 0,
+     "Oldest TLS version accepted: 1.2 or 1.3 (1.0 and 1.1 never)."},
+    {"tls.handshake_timeout", NUM(M2M_CONF_DURATION, tls_handshake_timeout), "10s", 100, 600000,
+     "A TLS or DTLS handshake not finished by then is cut off."},
+    {"tls.session_tickets", NUM(M2M_CONF_BOOL, tls_session_tickets), "true", 0, 1,
+     "Offer session resumption (TLS session tickets, DTLS session cache)."},
+
     {"coap.enabled", NUM(M2M_CONF_BOOL, coap_enabled), "true", 0, 1, "Serve CoAP."},
     {"coap.bind", STR(coap_bind), "127.0.0.1", 0, 0, "IPv4 address to listen on; empty for none."},
     {"coap.bind6", STR(coap_bind6), "::1", 0, 0, "IPv6 address to listen on; empty for none."},
     {"coap.port", NUM(M2M_CONF_INT, coap_port), "5683", 0, 65535, "UDP port (0: any free port)."},
+    {"coap.dtls_enabled", NUM(M2M_CONF_BOOL, coap_dtls_enabled), "true", 0, 1,
+     "Serve CoAP over DTLS 1.2 (coaps://) when a certificate or tls.psk_file is configured."},
+    {"coap.dtls_port", NUM(M2M_CONF_INT, coap_dtls_port), "5684", 0, 65535, "DTLS port (0: any free port)."},
+    {"coap.dtls_mtu", NUM(M2M_CONF_INT, coap_dtls_mtu), "1280", 256, 65507,
+     "Largest DTLS datagram sent (records and handshake flights are cut to fit)."},
+    {"coap.dtls_max_peers", NUM(M2M_CONF_INT, coap_dtls_max_peers), "10000", 1, 1e7,
+     "DTLS sessions kept at once (new handshakes are refused beyond)."},
+    {"coap.dtls_idle_timeout", NUM(M2M_CONF_DURATION, coap_dtls_idle_timeout), "1h", 1000, 30 * DAY,
+     "A DTLS session without traffic for this long is dropped."},
     {"coap.ack_timeout", NUM(M2M_CONF_DURATION, coap_ack_timeout), "2s", 1, 600000,
      "ACK_TIMEOUT (RFC 7252 §4.8)."},
     {"coap.ack_random_factor", NUM(M2M_CONF_RATIO, coap_ack_random_factor), "1.5", 1.0, 4.0,
@@ -96,6 +124,9 @@ const struct m2m_conf_key m2m_conf_keys[] = {
      "Topic aliases the broker assigns towards a v5 client (at most the client's Topic Alias Maximum)."},
     {"mqtt.sys_interval", NUM(M2M_CONF_DURATION, mqtt_sys_interval), "10s", 0, 86400000,
      "Period of the $SYS/broker/... statistics (0: off)."},
+    {"mqtt.use_identity_as_username", NUM(M2M_CONF_BOOL, mqtt_use_identity_as_username), "false", 0, 1,
+     "On TLS listeners, the client certificate's name (or PSK identity) is the user name for ACLs, no "
+     "password is asked, and clients without one are refused (mosquitto's use_identity_as_username)."},
     {"mqtt.allow_anonymous", STR(mqtt_allow_anonymous), "loopback", 0, 0,
      "Clients without a user name: loopback (only on listeners bound to a loopback address), true or false."},
     {"mqtt.password_file", STR(mqtt_password_file), "", 0, 0,
@@ -110,6 +141,12 @@ const struct m2m_conf_key m2m_conf_keys[] = {
     {"mqtt.ws_enabled", NUM(M2M_CONF_BOOL, mqtt_ws_enabled), "true", 0, 1,
      "Serve MQTT over WebSocket (subprotocol mqtt) on the MQTT bind addresses."},
     {"mqtt.ws_port", NUM(M2M_CONF_INT, mqtt_ws_port), "8083", 0, 65535, "WebSocket port (0: any free port)."},
+    {"mqtt.tls_enabled", NUM(M2M_CONF_BOOL, mqtt_tls_enabled), "true", 0, 1,
+     "Serve MQTT over TLS (and over secure WebSocket) when a certificate or tls.psk_file is configured."},
+    {"mqtt.tls_port", NUM(M2M_CONF_INT, mqtt_tls_port), "8883", 0, 65535,
+     "MQTT over TLS port (0: any free port)."},
+    {"mqtt.wss_port", NUM(M2M_CONF_INT, mqtt_wss_port), "8084", 0, 65535,
+     "MQTT over secure WebSocket port (0: any free port)."},
 };
 const size_t m2m_conf_nkeys = sizeof m2m_conf_keys / sizeof m2m_conf_keys[0];
 
@@ -205,4 +242,13 @@ void m2m_conf_coap(const struct m2m_conf *c, struct m2m_coap_config *o)
     o->separate_after_ms = (uint32_t)c->coap_separate_after;
     o->notify_min_interval_ms = (uint32_t)c->coap_notify_min_interval;
     o->notify_con_every_ms = (uint32_t)c->coap_notify_con_every;
+}
+
+const char *m2m_conf_credential(const struct m2m_conf *c, const char *configured, const char *name, char *buf,
+                                size_t cap)
+{
+    if (configured[0])
+        return configured;
+    snprintf(buf, cap, "%s/certs/%s", c->data_dir, name);
+    return access(buf, R_OK) == 0 ? buf : NULL;
 }

@@ -16,8 +16,22 @@ struct m2m_conf {
     /* [server] */
     char data_dir[256];
     char log_level[16];
+    /* [tls] */
+    char tls_cert[256];
+    char tls_key[256];
+    char tls_ca[256];
+    char tls_verify_clients[16];
+    char tls_psk_file[256];
+    char tls_min_version[8];
+    int64_t tls_handshake_timeout;
+    bool tls_session_tickets;
     /* [coap] */
     bool coap_enabled;
+    bool coap_dtls_enabled;
+    int64_t coap_dtls_port;
+    int64_t coap_dtls_mtu;
+    int64_t coap_dtls_max_peers;
+    int64_t coap_dtls_idle_timeout;
     char coap_bind[64];
     char coap_bind6[64];
     int64_t coap_port;
@@ -68,6 +82,10 @@ struct m2m_conf {
     char mqtt_store_sync[16];
     bool mqtt_ws_enabled;
     int64_t mqtt_ws_port;
+    bool mqtt_tls_enabled;
+    int64_t mqtt_tls_port;
+    int64_t mqtt_wss_port;
+    bool mqtt_use_identity_as_username;
 };
 
 extern const struct m2m_conf_key m2m_conf_keys[];
@@ -79,6 +97,10 @@ int m2m_conf_init(struct m2m_conf *c);
 int m2m_conf_load(struct m2m_conf *c, const char *path, bool required, char *err, size_t errcap);
 /* Applies one "section.key=value". */
 int m2m_conf_apply(struct m2m_conf *c, const char *assignment, char *err, size_t errcap);
+/* A credential file: `configured` when set, else data_dir/certs/<name>
+ * (what `m2mkit certs init` writes) when it is readable, else NULL. */
+const char *m2m_conf_credential(const struct m2m_conf *c, const char *configured, const char *name, char *buf,
+                                size_t cap);
 /* The CoAP endpoint settings these values give (rng and log left unset). */
 void m2m_conf_coap(const struct m2m_conf *c, struct m2m_coap_config *out);
 

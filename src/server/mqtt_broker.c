@@ -745,6 +745,12 @@ static char *dup_slice(struct m2m_slice v)
 static uint8_t authenticate(struct m2m_broker *b, struct m2m_broker_client *c,
                             const struct m2m_mqtt_connect *cn)
 {
+    if (b->cfg.use_identity_as_username && c->secure) {
+        if (!c->identity)
+            return M2M_MQTT_RC_NOT_AUTHORIZED; /* as mosquitto: no certificate, no entry */
+        c->username = dup_slice((struct m2m_slice){(const uint8_t *)c->identity, strlen(c->identity)});
+        return c->username ? 0 : M2M_MQTT_RC_SERVER_UNAVAILABLE;
+    }
     if (!cn->has_username)
         return c->anonymous_ok ? 0 : M2M_MQTT_RC_NOT_AUTHORIZED;
     if (memchr(cn->username.p, 0, cn->username.n))
@@ -1051,6 +1057,7 @@ void m2m_broker_free(struct m2m_broker *b)
         b->clients = c->next;
         msg_unref(b, c->will);
         free(c->username);
+        free(c->identity);
         free(c);
     }
     /* Freeing is not deleting: keep the store as it is. */
@@ -1096,6 +1103,13 @@ struct m2m_broker_client *m2m_broker_attach(struct m2m_broker *b, struct m2m_mqt
 void m2m_broker_client_allow_anonymous(struct m2m_broker_client *c, bool ok)
 {
     c->anonymous_ok = ok;
+}
+
+void m2m_broker_client_set_identity(struct m2m_broker_client *c, const char *identity)
+{
+    free(c->identity);
+    c->identity = identity ? strdup(identity) : NULL;
+    c->secure = true;
 }
 
 bool m2m_broker_process(struct m2m_broker *b, struct m2m_broker_client *c, m2m_time now)
@@ -1230,6 +1244,7 @@ void m2m_broker_detach(struct m2m_broker *b, struct m2m_broker_client *c, m2m_ti
     if (s && !s->persistent)
         session_free(b, s);
     free(c->username);
+    free(c->identity);
     free(c);
 }
 

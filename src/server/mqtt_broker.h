@@ -38,6 +38,7 @@ struct m2m_broker_config {
     uint64_t hash_key;                /* secret key for the hash tables */
     int64_t wall_offset_ms;           /* wall clock minus the `now` passed in, for stored expiry times */
     const struct m2m_mqtt_auth *auth; /* passwords and ACLs [NULL: none] */
+    bool use_identity_as_username;    /* the TLS identity replaces user name and password */
     struct m2m_mqtt_store *store;     /* persistence [NULL: memory only]; not owned */
 };
 
@@ -70,6 +71,11 @@ struct m2m_broker_client *m2m_broker_attach(struct m2m_broker *b, struct m2m_mqt
 /* Whether a CONNECT without user name is accepted on this connection
  * (the I/O layer allows it on loopback listeners by default). */
 void m2m_broker_client_allow_anonymous(struct m2m_broker_client *c, bool ok);
+/* The connection came over TLS; `identity` is what TLS authenticated (a
+ * client certificate's name, a PSK identity) or NULL. With
+ * use_identity_as_username it is the client's user name for authentication
+ * and ACLs, no password is asked, and a TLS client without one is refused. */
+void m2m_broker_client_set_identity(struct m2m_broker_client *c, const char *identity);
 
 /* Drains the conn's events and acts on them; true when the connection must
  * be closed (CLOSED / DISCONNECT events, refusal, session taken over). */

@@ -137,6 +137,8 @@ struct m2m_broker_client {
     void *io;
     struct session *session;
     char *username; /* for ACLs, NULL: anonymous */
+    char *identity; /* from the transport (TLS), NULL: none */
+    bool secure;    /* came over TLS: use_identity_as_username applies */
     uint8_t version;
     bool closing;
     bool anonymous_ok;

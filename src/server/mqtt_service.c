@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "m2m/mqtt_session.h"
 #include "net/addr.h"
+#include "net/tls.h"
 #include "net/ws.h"
 #include "server/mqtt_auth.h"
 #include "server/mqtt_broker.h"
@@ -17,7 +19,9 @@ struct mqtt_io {
     struct m2m_mqtt_service *svc;
     struct m2m_tcp_conn *tcp;
     struct m2m_mqtt_conn *conn;
-    struct m2m_ws *ws; /* MQTT over WebSocket, else NULL */
+    struct m2m_ws *ws;   /* MQTT over WebSocket, else NULL */
+    struct m2m_tls *tls; /* MQTT over TLS (or secure WebSocket), else NULL */
+    bool identity_told;  /* the TLS peer identity went to the broker */
     struct m2m_broker_client *bc;
     struct mqtt_io *prev, *next; /* svc->clients */
     struct mqtt_io *woken_next;
@@ -65,18 +69,34 @@ static m2m_time now_of(struct m2m_mqtt_service *svc)
     return (m2m_time)uv_now(svc->loop);
 }
 
+/* The broker is done with this client: the filters end their own
+ * protocol after the MQTT output (a WebSocket close frame, close_notify). */
+static void close_filters(struct mqtt_io *io)
+{
+    if (io->ws)
+        m2m_ws_close(io->ws, 1000);
+    if (io->tls)
+        m2m_tls_close(io->tls);
+}
+
+static bool filters_closed(const struct mqtt_io *io)
+{
+    return (io->ws && m2m_ws_closed(io->ws)) || (io->tls && m2m_tls_closed(io->tls));
+}
+
 static bool on_react(struct m2m_tcp_conn *tcp, void *ctx)
 {
     struct mqtt_io *io = ctx;
     (void)tcp;
     count_bytes(io);
-    bool close = m2m_broker_process(io->svc->broker, io->bc, now_of(io->svc));
-    if (io->ws) {
-        if (close)
-            m2m_ws_close(io->ws, 1000); /* the MQTT output, then a close frame */
-        return close || m2m_ws_closed(io->ws);
+    if (io->tls && !io->identity_told && m2m_tls_established(io->tls)) {
+        io->identity_told = true; /* before the CONNECT it carried is handled */
+        m2m_broker_client_set_identity(io->bc, m2m_tls_peer_identity(io->tls));
     }
-    return close;
+    bool close = m2m_broker_process(io->svc->broker, io->bc, now_of(io->svc));
+    if (close)
+        close_filters(io);
+    return close || filters_closed(io);
 }
 
 /* The broker produced output for this client while serving another one:
@@ -113,8 +133,7 @@ static void on_kick(uv_async_t *a)
         svc->woken = io->woken_next;
         io->woken = false;
         if (m2m_broker_process(svc->broker, io->bc, now_of(svc))) {
-            if (io->ws)
-                m2m_ws_close(io->ws, 1000);
+            close_filters(io);
             m2m_tcp_conn_close(io->tcp, io->tcp->closed_cb);
         } else
             m2m_tcp_conn_flush(io->tcp);
@@ -130,6 +149,7 @@ static void on_conn_closed(struct m2m_tcp_conn *tcp)
     unwake(io);
     count_bytes(io);
     m2m_broker_detach(svc->broker, io->bc, now_of(svc));
+    m2m_tls_free(io->tls);
     m2m_ws_free(io->ws);
     m2m_mqtt_conn_free(io->conn);
     if (io->prev)
@@ -157,21 +177,35 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     cc.out_topic_aliases = (uint16_t)c->mqtt_out_topic_aliases;
     cc.max_keep_alive = (uint16_t)c->mqtt_max_keep_alive;
     size_t li = (size_t)(l - svc->lis);
+    enum m2m_mqtt_listener_kind kind = svc->kind[li];
+    bool want_ws = kind == LISTEN_WS || kind == LISTEN_WSS;
+    bool want_tls = kind == LISTEN_TLS || kind == LISTEN_WSS;
     struct mqtt_io *io = calloc(1, sizeof *io);
     struct m2m_mqtt_conn *conn = io && !svc->closing ? m2m_mqtt_conn_new(&cc) : NULL;
+    /* The filters stack under the session core: TCP -> [TLS] -> [WebSocket] -> MQTT. */
+    const struct m2m_stream_ops *ops = &mqtt_stream_ops;
+    void *core = conn;
     struct m2m_ws *ws = NULL;
-    if (conn && svc->ws[li]) {
+    struct m2m_tls *tls = NULL;
+    if (core && want_ws) {
         struct m2m_ws_config wc = {
             .max_frame = (size_t)c->mqtt_max_packet_size + 16,
             .handshake_timeout_ms = (uint32_t)c->mqtt_connect_timeout,
             .subprotocol = "mqtt",
             .start = now_of(svc),
         };
-        ws = m2m_ws_new(&mqtt_stream_ops, conn, &wc);
+        ws = m2m_ws_new(ops, core, &wc);
+        ops = &m2m_ws_stream_ops;
+        core = ws;
     }
-    struct m2m_broker_client *bc =
-        conn && (ws || !svc->ws[li]) ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
+    if (core && want_tls) {
+        tls = m2m_tls_new(kind == LISTEN_WSS ? svc->tls_wss : svc->tls, ops, core, now_of(svc));
+        ops = &m2m_tls_stream_ops;
+        core = tls;
+    }
+    struct m2m_broker_client *bc = core ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
     if (!bc) {
+        m2m_tls_free(tls);
         m2m_ws_free(ws);
         m2m_mqtt_conn_free(conn);
         free(io);
@@ -184,6 +218,7 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     io->tcp = tcp;
     io->conn = conn;
     io->ws = ws;
+    io->tls = tls;
     io->bc = bc;
     io->next = svc->clients;
     if (svc->clients)
@@ -191,10 +226,7 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     svc->clients = io;
     tcp->closed_cb = on_conn_closed;
     m2m_log(svc->log, M2M_LOG_DEBUG, "mqtt", &tcp->peer, "connection accepted");
-    if (ws)
-        m2m_tcp_conn_start(tcp, &m2m_ws_stream_ops, ws, on_react, io, (size_t)c->mqtt_max_write_queue);
-    else
-        m2m_tcp_conn_start(tcp, &mqtt_stream_ops, conn, on_react, io, (size_t)c->mqtt_max_write_queue);
+    m2m_tcp_conn_start(tcp, ops, core, on_react, io, (size_t)c->mqtt_max_write_queue);
 }
 
 /* Group commit: once per loop iteration, before the loop waits for I/O,
@@ -233,6 +265,81 @@ static int open_store(struct m2m_mqtt_service *svc, char *err, size_t errcap)
     if (rc)
         snprintf(err, errcap, "cannot open %s: %s", path, why[0] ? why : m2m_strerror(rc));
     return rc;
+}
+
+/* The TLS contexts of the MQTTS and secure WebSocket listeners, or none
+ * (not an error) when there is neither a certificate nor a PSK file. */
+static int open_tls(struct m2m_mqtt_service *svc, char *err, size_t errcap)
+{
+    const struct m2m_conf *conf = svc->conf;
+    if (!conf->mqtt_tls_enabled)
+        return 0;
+    char cert_buf[300], key_buf[300], ca_buf[300], psk_buf[300];
+    const char *cert = m2m_conf_credential(conf, conf->tls_cert, "server.pem", cert_buf, sizeof cert_buf);
+    const char *key = m2m_conf_credential(conf, conf->tls_key, "server.key", key_buf, sizeof key_buf);
+    const char *ca = m2m_conf_credential(conf, conf->tls_ca, "ca.pem", ca_buf, sizeof ca_buf);
+    const char *psk = m2m_conf_credential(conf, conf->tls_psk_file, "psk.txt", psk_buf, sizeof psk_buf);
+    if ((!cert || !key) && !psk) {
+        m2m_log(svc->log, M2M_LOG_INFO, "mqtt", NULL,
+                "no certificate and no tls.psk_file: MQTTS and secure WebSocket are off "
+                "(`m2mkit certs init` makes development ones)");
+        return 0;
+    }
+    enum m2m_tls_verify verify;
+    const char *v = conf->tls_verify_clients;
+    if (!strcmp(v, "none"))
+        verify = M2M_TLS_VERIFY_NONE;
+    else if (!strcmp(v, "optional"))
+        verify = M2M_TLS_VERIFY_OPTIONAL;
+    else if (!strcmp(v, "require"))
+        verify = M2M_TLS_VERIFY_REQUIRE;
+    else {
+        snprintf(err, errcap, "tls.verify_clients must be none, optional or require, not '%s'", v);
+        return M2M_ECONFIG;
+    }
+    int min;
+    if (!strcmp(conf->tls_min_version, "1.2"))
+        min = 0x0303;
+    else if (!strcmp(conf->tls_min_version, "1.3"))
+        min = 0x0304;
+    else {
+        snprintf(err, errcap, "tls.min_version must be 1.2 or 1.3, not '%s'", conf->tls_min_version);
+        return M2M_ECONFIG;
+    }
+    if (verify == M2M_TLS_VERIFY_REQUIRE && !ca) {
+        snprintf(err, errcap, "tls.verify_clients = require needs tls.ca (or data_dir/certs/ca.pem)");
+        return M2M_ECONFIG;
+    }
+    if (!ca)
+        verify = M2M_TLS_VERIFY_NONE; /* optional, with no CA to check against: not asked, as DTLS does */
+    struct m2m_tls_ctx_config tc = {
+        .server = true,
+        .cert_file = cert && key ? cert : NULL,
+        .key_file = cert && key ? key : NULL,
+        .ca_file = ca,
+        .verify = verify,
+        .psk_file = psk,
+        .alpn = "mqtt",
+        .min_version = min,
+        .session_tickets = conf->tls_session_tickets,
+        .handshake_timeout_ms = (uint32_t)conf->tls_handshake_timeout,
+    };
+    char why[256] = "";
+    int rc = m2m_tls_ctx_new(&tc, &svc->tls, why, sizeof why);
+    if (!rc) {
+        tc.alpn = NULL;
+        rc = m2m_tls_ctx_new(&tc, &svc->tls_wss, why, sizeof why);
+    }
+    if (rc)
+        snprintf(err, errcap, "mqtt TLS: %s", why[0] ? why : m2m_strerror(rc));
+    return rc;
+}
+
+static void free_tls(struct m2m_mqtt_service *svc)
+{
+    m2m_tls_ctx_free(svc->tls);
+    m2m_tls_ctx_free(svc->tls_wss);
+    svc->tls = svc->tls_wss = NULL;
 }
 
 static int parse_anonymous(struct m2m_mqtt_service *svc, char *err, size_t errcap)
@@ -275,9 +382,12 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     const char *acl = conf->mqtt_acl_file[0] ? conf->mqtt_acl_file : NULL;
     if (!rc && (pw || acl))
         rc = m2m_mqtt_auth_load(&svc->auth, pw, acl, err, errcap);
+    if (!rc)
+        rc = open_tls(svc, err, errcap);
     if (!rc && conf->mqtt_persistence)
         rc = open_store(svc, err, errcap);
     if (rc) {
+        free_tls(svc);
         m2m_mqtt_auth_free(svc->auth);
         svc->auth = NULL;
         return rc;
@@ -295,6 +405,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     uv_random(NULL, NULL, &bcfg.hash_key, sizeof bcfg.hash_key, 0, NULL);
     bcfg.wall_offset_ms = wall_offset(loop);
     bcfg.auth = svc->auth;
+    bcfg.use_identity_as_username = conf->mqtt_use_identity_as_username;
     bcfg.store = svc->store;
     svc->broker = m2m_broker_new(&bcfg);
     if (!svc->broker) {
@@ -309,6 +420,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
         if (svc->store)
             svc->store->ops->close(svc->store);
         svc->store = NULL;
+        free_tls(svc);
         m2m_mqtt_auth_free(svc->auth);
         svc->auth = NULL;
         return rc;
@@ -322,12 +434,17 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     svc->tick.data = svc;
     uv_timer_start(&svc->tick, on_tick, 0, 1000);
     svc->handles = 3;
-    /* TCP first, then WebSocket, each on IPv4 and IPv6. */
+    /* Each kind of listener on IPv4 and IPv6. */
     const char *binds[2] = {conf->mqtt_bind, conf->mqtt_bind6};
-    for (int kind = 0; kind < 2; kind++) {
-        if (kind == 1 && !conf->mqtt_ws_enabled)
-            break;
-        int port = (int)(kind ? conf->mqtt_ws_port : conf->mqtt_port);
+    static const char *const names[] = {"tcp", "ws", "tls", "wss"};
+    for (int kind = LISTEN_TCP; kind <= LISTEN_WSS; kind++) {
+        if ((kind == LISTEN_WS && !conf->mqtt_ws_enabled) || (kind == LISTEN_TLS && !svc->tls) ||
+            (kind == LISTEN_WSS && (!svc->tls_wss || !conf->mqtt_ws_enabled)))
+            continue;
+        int port = (int)(kind == LISTEN_TCP   ? conf->mqtt_port
+                         : kind == LISTEN_WS  ? conf->mqtt_ws_port
+                         : kind == LISTEN_TLS ? conf->mqtt_tls_port
+                                              : conf->mqtt_wss_port);
         for (int i = 0; i < 2; i++) {
             if (!binds[i][0])
                 continue;
@@ -336,13 +453,13 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
             if (!rc)
                 rc = m2m_tcp_listen(&svc->lis[svc->n], loop, (struct sockaddr *)&ss, on_accept, svc, log);
             if (rc) {
-                snprintf(err, errcap, "mqtt: cannot listen on %s %s port %d: %s", kind ? "ws" : "tcp",
-                         binds[i], port, rc == M2M_ECONFIG ? "not an IP address" : uv_strerror(rc));
+                snprintf(err, errcap, "mqtt: cannot listen on %s %s port %d: %s", names[kind], binds[i], port,
+                         rc == M2M_ECONFIG ? "not an IP address" : uv_strerror(rc));
                 m2m_mqtt_service_stop(svc, NULL);
                 return rc;
             }
             svc->loopback[svc->n] = is_loopback(binds[i]);
-            svc->ws[svc->n] = kind == 1;
+            svc->kind[svc->n] = (enum m2m_mqtt_listener_kind)kind;
             if (port == 0)
                 port = m2m_tcp_listener_port(&svc->lis[svc->n]);
             svc->n++;
@@ -351,22 +468,12 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     return 0;
 }
 
-static int port_of(const struct m2m_mqtt_service *svc, bool ws)
+int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc, enum m2m_mqtt_listener_kind kind)
 {
     for (int i = 0; i < svc->n; i++)
-        if (svc->ws[i] == ws)
+        if (svc->kind[i] == kind)
             return m2m_tcp_listener_port(&svc->lis[i]);
     return -1;
-}
-
-int m2m_mqtt_service_port(const struct m2m_mqtt_service *svc)
-{
-    return port_of(svc, false);
-}
-
-int m2m_mqtt_service_ws_port(const struct m2m_mqtt_service *svc)
-{
-    return port_of(svc, true);
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -381,6 +488,7 @@ static void handle_closed(uv_handle_t *h)
     svc->store = NULL;
     m2m_mqtt_auth_free(svc->auth);
     svc->auth = NULL;
+    free_tls(svc);
     svc->broker = NULL;
     if (svc->stopped_cb)
         svc->stopped_cb(svc);

@@ -126,6 +126,9 @@ int m2m_serve_run(const struct m2m_conf *conf, const struct m2m_logger *log)
             s.coap_running = true;
             s.running++;
             listening(log, "coap", "udp", conf->coap_bind, conf->coap_bind6, m2m_coap_service_port(&s.coap));
+            if (m2m_coap_service_dtls_port(&s.coap) >= 0)
+                listening(log, "coap", "udp+dtls", conf->coap_bind, conf->coap_bind6,
+                          m2m_coap_service_dtls_port(&s.coap));
         }
     }
     if (!status && conf->mqtt_enabled) {
@@ -135,10 +138,17 @@ int m2m_serve_run(const struct m2m_conf *conf, const struct m2m_logger *log)
         } else {
             s.mqtt_running = true;
             s.running++;
-            listening(log, "mqtt", "tcp", conf->mqtt_bind, conf->mqtt_bind6, m2m_mqtt_service_port(&s.mqtt));
-            if (conf->mqtt_ws_enabled)
-                listening(log, "mqtt", "ws", conf->mqtt_bind, conf->mqtt_bind6,
-                          m2m_mqtt_service_ws_port(&s.mqtt));
+            listening(log, "mqtt", "tcp", conf->mqtt_bind, conf->mqtt_bind6,
+                      m2m_mqtt_service_port(&s.mqtt, LISTEN_TCP));
+            static const struct {
+                enum m2m_mqtt_listener_kind kind;
+                const char *name;
+            } more[] = {{LISTEN_WS, "ws"}, {LISTEN_TLS, "tls"}, {LISTEN_WSS, "wss"}};
+            for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+                int port = m2m_mqtt_service_port(&s.mqtt, more[i].kind);
+                if (port >= 0)
+                    listening(log, "mqtt", more[i].name, conf->mqtt_bind, conf->mqtt_bind6, port);
+            }
         }
     }
     if (status)

@@ -40,17 +40,21 @@ free_udp_port() {
 }
 
 # start_m2mkit [extra serve args]: runs `m2mkit serve` on a free port with its
-# data in $T/var; sets SERVER_PID, COAP_PORT, MQTT_PORT and WS_PORT (MQTT over WebSocket).
+# data in $T/var; sets SERVER_PID, COAP_PORT, COAPS_PORT (empty without credentials),
+# MQTT_PORT, WS_PORT (MQTT over WebSocket), TLS_PORT and WSS_PORT (empty without credentials).
 start_m2mkit() {
   local log="$T/serve.$RANDOM.log"
-  bg "$M2MKIT" serve --server.data_dir="$T/var" --coap.port=0 --mqtt.port=0 --mqtt.ws_port=0 "$@" >"$log" 2>&1
+  bg "$M2MKIT" serve --server.data_dir="$T/var" --coap.port=0 --coap.dtls_port=0 --mqtt.port=0 --mqtt.ws_port=0 --mqtt.tls_port=0 --mqtt.wss_port=0 "$@" >"$log" 2>&1
   SERVER_PID=$BG_PID
   SERVER_LOG=$log
   for _ in $(seq 1 100); do
     if grep -q "ready" "$log" 2>/dev/null; then
       COAP_PORT=$(sed -n 's/.*coap .*listening on udp .* port \([0-9]*\).*/\1/p' "$log" | head -1)
+      COAPS_PORT=$(sed -n 's/.*coap .*listening on udp+dtls .* port \([0-9]*\).*/\1/p' "$log" | head -1)
       MQTT_PORT=$(sed -n 's/.*mqtt .*listening on tcp .* port \([0-9]*\).*/\1/p' "$log" | head -1)
       WS_PORT=$(sed -n 's/.*mqtt .*listening on ws .* port \([0-9]*\).*/\1/p' "$log" | head -1)
+      TLS_PORT=$(sed -n 's/.*mqtt .*listening on tls .* port \([0-9]*\).*/\1/p' "$log" | head -1)
+      WSS_PORT=$(sed -n 's/.*mqtt .*listening on wss .* port \([0-9]*\).*/\1/p' "$log" | head -1)
       return 0
     fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$log"; return 1; fi
