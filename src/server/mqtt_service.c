@@ -149,6 +149,19 @@ static void on_conn_closed(struct m2m_tcp_conn *tcp)
     unwake(io);
     count_bytes(io);
     m2m_broker_detach(svc->broker, io->bc, now_of(svc));
+    if (io->tls) {
+        /* What security cost this connection (m2mkit compare reads the same meter). */
+        struct m2m_tls_meter m;
+        m2m_tls_meter(io->tls, &m);
+        m2m_log(svc->log, M2M_LOG_DEBUG, "mqtt", &tcp->peer,
+                "tls %s %s%s: handshake %llu B in / %llu B out in %u/%u flights, wire %llu/%llu B, "
+                "application %llu/%llu B%s%s",
+                m.version[0] ? m.version : "-", m.cipher[0] ? m.cipher : "-", m.resumed ? " resumed" : "",
+                (unsigned long long)m.hs_in, (unsigned long long)m.hs_out, m.hs_flights_in, m.hs_flights_out,
+                (unsigned long long)m.wire_in, (unsigned long long)m.wire_out, (unsigned long long)m.app_in,
+                (unsigned long long)m.app_out, m2m_tls_reason(io->tls) ? ", " : "",
+                m2m_tls_reason(io->tls) ? m2m_tls_reason(io->tls) : "");
+    }
     m2m_tls_free(io->tls);
     m2m_ws_free(io->ws);
     m2m_mqtt_conn_free(io->conn);
