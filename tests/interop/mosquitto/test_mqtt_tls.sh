@@ -46,6 +46,8 @@ check "a server certificate from an unknown CA is refused by our client (exit 3)
 # 2. TLS 1.1 and plaintext are refused; the listener keeps serving.
 out=$(echo | timeout 5 openssl s_client -connect 127.0.0.1:"$TLS_PORT" -tls1_1 2>&1)
 check "a TLS 1.1 client is refused (protocol_version alert)" grep -q "alert protocol version" <<<"$out"
+out=$(echo | timeout 5 openssl s_client -connect 127.0.0.1:"$TLS_PORT" -tls1 -cipher 'DEFAULT:@SECLEVEL=0' 2>&1)
+check "a TLS 1.0 client is refused (protocol_version alert)" grep -q "alert protocol version" <<<"$out"
 out=$(echo | timeout 5 openssl s_client -connect 127.0.0.1:"$TLS_PORT" -tls1_3 -CAfile "$C/ca.pem" 2>&1)
 check "TLS 1.3 is offered" grep -q "TLSv1.3" <<<"$out"
 check "plaintext MQTT on the TLS port is refused" \
