@@ -71,6 +71,8 @@ struct m2m_conf {
     int64_t mqtt_max_write_queue;
     int64_t mqtt_max_queued_bytes;
     int64_t mqtt_max_subscriptions;
+    int64_t mqtt_max_connections;
+    int64_t mqtt_max_connections_per_address;
     int64_t mqtt_max_keep_alive;
     int64_t mqtt_max_session_expiry;
     int64_t mqtt_out_topic_aliases;

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "m2m/mqtt_session.h"
 #include "net/addr.h"
+#include "net/conn_limit.h"
 #include "net/tls.h"
 #include "net/ws.h"
 #include "server/mqtt_auth.h"
@@ -148,6 +149,7 @@ static void on_conn_closed(struct m2m_tcp_conn *tcp)
     struct m2m_mqtt_service *svc = io->svc;
     unwake(io);
     count_bytes(io);
+    m2m_conn_limit_release(&svc->limit, &tcp->peer);
     m2m_broker_detach(svc->broker, io->bc, now_of(svc));
     if (io->tls) {
         /* What security cost this connection (m2mkit compare reads the same meter). */
@@ -179,6 +181,13 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
 {
     struct m2m_mqtt_service *svc = l->ctx;
     const struct m2m_conf *c = svc->conf;
+    const char *why;
+    if (svc->closing || !m2m_conn_limit_admit(&svc->limit, &tcp->peer, &why)) {
+        m2m_log(svc->log, M2M_LOG_INFO, "mqtt", &tcp->peer, "connection refused: %s",
+                svc->closing ? "shutting down" : why);
+        m2m_tcp_conn_close(tcp, NULL);
+        return;
+    }
     struct m2m_mqtt_conn_config cc;
     memset(&cc, 0, sizeof cc);
     cc.start = now_of(svc);
@@ -218,6 +227,7 @@ static void on_accept(struct m2m_tcp_listener *l, struct m2m_tcp_conn *tcp)
     }
     struct m2m_broker_client *bc = core ? m2m_broker_attach(svc->broker, conn, on_wake, io) : NULL;
     if (!bc) {
+        m2m_conn_limit_release(&svc->limit, &tcp->peer);
         m2m_tls_free(tls);
         m2m_ws_free(ws);
         m2m_mqtt_conn_free(conn);
@@ -420,7 +430,10 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     bcfg.auth = svc->auth;
     bcfg.use_identity_as_username = conf->mqtt_use_identity_as_username;
     bcfg.store = svc->store;
-    svc->broker = m2m_broker_new(&bcfg);
+    svc->broker = m2m_conn_limit_init(&svc->limit, (size_t)conf->mqtt_max_connections,
+                                      (size_t)conf->mqtt_max_connections_per_address, bcfg.hash_key) == 0
+                      ? m2m_broker_new(&bcfg)
+                      : NULL;
     if (!svc->broker) {
         snprintf(err, errcap, "mqtt: out of memory");
         rc = M2M_ENOMEM;
@@ -430,6 +443,7 @@ int m2m_mqtt_service_start(struct m2m_mqtt_service *svc, uv_loop_t *loop, const 
     if (rc) {
         m2m_broker_free(svc->broker);
         svc->broker = NULL;
+        m2m_conn_limit_cleanup(&svc->limit);
         if (svc->store)
             svc->store->ops->close(svc->store);
         svc->store = NULL;
@@ -502,6 +516,7 @@ static void handle_closed(uv_handle_t *h)
     m2m_mqtt_auth_free(svc->auth);
     svc->auth = NULL;
     free_tls(svc);
+    m2m_conn_limit_cleanup(&svc->limit);
     svc->broker = NULL;
     if (svc->stopped_cb)
         svc->stopped_cb(svc);

@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include "net/conn_limit.h"
 #include "net/tcp.h"
 #include "server/conf.h"
 
@@ -39,7 +40,8 @@ struct m2m_mqtt_service {
     struct m2m_tls_ctx *tls_wss; /* secure WebSocket (no ALPN: browsers offer http/1.1) */
     const struct m2m_conf *conf;
     const struct m2m_logger *log;
-    struct mqtt_io *clients; /* every open connection */
+    struct m2m_conn_limit limit; /* mqtt.max_connections[_per_address] */
+    struct mqtt_io *clients;     /* every open connection */
     struct mqtt_io *woken;
     void (*stopped_cb)(struct m2m_mqtt_service *svc);
 };
