@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hmap.h"
 #include "base/log.h"
 #include "net/addr.h"
 
@@ -19,13 +20,83 @@ static m2m_time now_of(struct m2m_tcp_conn *c)
     return (m2m_time)uv_now(c->loop);
 }
 
+/* ---- the shared clock -------------------------------------------------- */
+
+enum { T_CORE = 1, T_LINGER };
+
+struct m2m_tcp_clock {
+    uv_timer_t timer;
+    struct m2m_heap heap;
+    size_t refs; /* the listener and each connection */
+    m2m_time armed;
+};
+
+static void on_clock(uv_timer_t *t);
+
+static struct m2m_tcp_clock *clock_new(uv_loop_t *loop)
+{
+    struct m2m_tcp_clock *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    m2m_heap_init(&k->heap);
+    uv_timer_init(loop, &k->timer);
+    k->timer.data = k;
+    k->refs = 1;
+    k->armed = M2M_NEVER;
+    return k;
+}
+
+static void clock_freed(uv_handle_t *h)
+{
+    struct m2m_tcp_clock *k = h->data;
+    m2m_heap_cleanup(&k->heap);
+    free(k);
+}
+
+static void clock_unref(struct m2m_tcp_clock *k)
+{
+    if (k && --k->refs == 0)
+        uv_close((uv_handle_t *)&k->timer, clock_freed);
+}
+
+static void clock_rearm(struct m2m_tcp_clock *k)
+{
+    const struct m2m_timer *top = m2m_heap_top(&k->heap);
+    m2m_time at = top ? top->at : M2M_NEVER;
+    if (at == k->armed)
+        return;
+    k->armed = at;
+    if (at == M2M_NEVER) {
+        uv_timer_stop(&k->timer);
+        return;
+    }
+    m2m_time now = (m2m_time)uv_now(k->timer.loop);
+    uv_timer_start(&k->timer, on_clock, at > now ? (uint64_t)(at - now) : 0, 0);
+}
+
+/* Arms (or with M2M_NEVER cancels) a connection's deadline. */
+static void deadline_set(struct m2m_tcp_conn *c, int kind, m2m_time at)
+{
+    if (at == M2M_NEVER) {
+        if (m2m_timer_armed(&c->deadline))
+            m2m_heap_cancel(&c->clock->heap, &c->deadline);
+    } else {
+        c->deadline.kind = kind;
+        /* Without memory to grow the heap the deadline is lost until the
+         * core's next input re-arms it. */
+        (void)m2m_heap_set(&c->clock->heap, &c->deadline, at);
+    }
+    clock_rearm(c->clock);
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
 static void conn_handle_closed(uv_handle_t *h)
 {
     struct m2m_tcp_conn *c = h->data;
-    if (--c->open_handles)
-        return;
     if (c->closed_cb)
         c->closed_cb(c);
+    clock_unref(c->clock);
     free(c);
 }
 
@@ -37,8 +108,7 @@ static void close_now(struct m2m_tcp_conn *c)
     if (c->closed_handles)
         return;
     c->closed_handles = true;
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    deadline_set(c, 0, M2M_NEVER);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed); /* cancels what is still queued */
 }
 
@@ -50,18 +120,13 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     close_now(c);
 }
 
-static void on_linger(uv_timer_t *t)
-{
-    close_now(t->data);
-}
-
 void m2m_tcp_conn_close(struct m2m_tcp_conn *c, void (*cb)(struct m2m_tcp_conn *c))
 {
     if (c->closing)
         return;
     c->closing = true;
     c->closed_cb = cb;
-    uv_timer_stop(&c->timer);
+    deadline_set(c, 0, M2M_NEVER);
     /* uv_close would cancel queued writes (a refusing CONNACK, a last
      * DISCONNECT): let them go first, then close, within LINGER_MS. */
     uv_shutdown_t *req = NULL;
@@ -69,7 +134,7 @@ void m2m_tcp_conn_close(struct m2m_tcp_conn *c, void (*cb)(struct m2m_tcp_conn *
         (req = malloc(sizeof *req)) != NULL) {
         req->data = c;
         if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
-            uv_timer_start(&c->timer, on_linger, LINGER_MS, 0);
+            deadline_set(c, T_LINGER, now_of(c) + LINGER_MS);
             return;
         }
         free(req);
@@ -83,8 +148,6 @@ static void on_written(uv_write_t *req, int status)
     (void)status;
     free(w);
 }
-
-static void on_timer(uv_timer_t *t);
 
 void m2m_tcp_conn_flush(struct m2m_tcp_conn *c)
 {
@@ -129,12 +192,7 @@ void m2m_tcp_conn_flush(struct m2m_tcp_conn *c)
     if (next == c->armed_at)
         return;
     c->armed_at = next;
-    if (next == M2M_NEVER) {
-        uv_timer_stop(&c->timer);
-        return;
-    }
-    m2m_time now = now_of(c);
-    uv_timer_start(&c->timer, on_timer, next > now ? (uint64_t)(next - now) : 0, 0);
+    deadline_set(c, T_CORE, next);
 }
 
 static void react_and_flush(struct m2m_tcp_conn *c)
@@ -147,12 +205,27 @@ static void react_and_flush(struct m2m_tcp_conn *c)
         m2m_tcp_conn_close(c, c->closed_cb);
 }
 
-static void on_timer(uv_timer_t *t)
+/* Runs every deadline that is due, then re-arms for the next one. */
+static void on_clock(uv_timer_t *t)
 {
-    struct m2m_tcp_conn *c = t->data;
-    c->armed_at = M2M_NEVER;
-    c->ops->on_timeout(c->core, now_of(c));
-    react_and_flush(c);
+    struct m2m_tcp_clock *k = t->data;
+    k->armed = M2M_NEVER;
+    k->refs++; /* a connection closing here must not free the clock under us */
+    m2m_time now = (m2m_time)uv_now(t->loop);
+    struct m2m_timer *top;
+    while ((top = m2m_heap_top(&k->heap)) != NULL && top->at <= now) {
+        struct m2m_tcp_conn *c = M2M_CONTAINER_OF(top, struct m2m_tcp_conn, deadline);
+        m2m_heap_cancel(&k->heap, top);
+        if (top->kind == T_LINGER) {
+            close_now(c);
+        } else if (!c->closing) {
+            c->armed_at = M2M_NEVER;
+            c->ops->on_timeout(c->core, now);
+            react_and_flush(c);
+        }
+    }
+    clock_rearm(k);
+    clock_unref(k);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -202,8 +275,10 @@ void m2m_tcp_conn_start(struct m2m_tcp_conn *c, const struct m2m_stream_ops *ops
     m2m_tcp_conn_flush(c);
 }
 
-/* A connection struct with both handles initialised, not connected yet. */
-static struct m2m_tcp_conn *conn_alloc(uv_loop_t *loop, const struct m2m_logger *log)
+/* A connection struct with its handle initialised, not connected yet; it
+ * holds a reference to `clock`. */
+static struct m2m_tcp_conn *conn_alloc(uv_loop_t *loop, struct m2m_tcp_clock *clock,
+                                       const struct m2m_logger *log)
 {
     struct m2m_tcp_conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -211,16 +286,18 @@ static struct m2m_tcp_conn *conn_alloc(uv_loop_t *loop, const struct m2m_logger 
     c->loop = loop;
     c->log = log;
     c->armed_at = M2M_NEVER;
+    c->clock = clock;
+    clock->refs++;
+    m2m_timer_init(&c->deadline, T_CORE);
     uv_tcp_init(loop, &c->tcp);
-    uv_timer_init(loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
+    c->tcp.data = c;
     return c;
 }
 
 static void on_connected(uv_connect_t *req, int status)
 {
     struct m2m_tcp_conn *c = req->data;
+    free(req);
     if (status == 0) {
         struct sockaddr_storage ss;
         int len = sizeof ss;
@@ -236,17 +313,23 @@ struct m2m_tcp_conn *m2m_tcp_connect(uv_loop_t *loop, const struct sockaddr *add
                                      m2m_tcp_connected_cb connected, void *ctx, const struct m2m_logger *log,
                                      int *err)
 {
-    struct m2m_tcp_conn *c = conn_alloc(loop, log);
-    if (!c) {
+    struct m2m_tcp_clock *clock = clock_new(loop);
+    struct m2m_tcp_conn *c = clock ? conn_alloc(loop, clock, log) : NULL;
+    clock_unref(clock); /* the connection holds it now */
+    uv_connect_t *req = c ? malloc(sizeof *req) : NULL;
+    if (!req) {
+        if (c)
+            m2m_tcp_conn_close(c, NULL);
         *err = UV_ENOMEM;
         return NULL;
     }
     c->connected = connected;
     c->ctx = ctx;
-    c->connect_req.data = c;
+    req->data = c;
     m2m_addr_from_sockaddr(&c->peer, addr);
-    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected);
+    int rc = uv_tcp_connect(req, &c->tcp, addr, on_connected);
     if (rc) {
+        free(req);
         *err = rc;
         m2m_tcp_conn_close(c, NULL);
         return NULL;
@@ -259,7 +342,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct m2m_tcp_listener *l = server->data;
     if (status < 0)
         return;
-    struct m2m_tcp_conn *c = conn_alloc(l->loop, l->log);
+    struct m2m_tcp_conn *c = conn_alloc(l->loop, l->clock, l->log);
     if (!c)
         return;
     if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
@@ -281,15 +364,23 @@ int m2m_tcp_listen(struct m2m_tcp_listener *l, uv_loop_t *loop, const struct soc
     l->on_accept = on_accept;
     l->ctx = ctx;
     l->log = log;
+    l->clock = clock_new(loop);
+    if (!l->clock)
+        return UV_ENOMEM;
     int rc = uv_tcp_init(loop, &l->tcp);
-    if (rc)
+    if (rc) {
+        clock_unref(l->clock);
         return rc;
+    }
     l->tcp.data = l;
     rc = uv_tcp_bind(&l->tcp, addr, addr->sa_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
     if (!rc)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-    if (rc)
+    if (rc) {
         uv_close((uv_handle_t *)&l->tcp, NULL);
+        clock_unref(l->clock);
+        l->clock = NULL;
+    }
     return rc;
 }
 
@@ -306,6 +397,8 @@ int m2m_tcp_listener_port(const struct m2m_tcp_listener *l)
 static void listener_closed(uv_handle_t *h)
 {
     struct m2m_tcp_listener *l = h->data;
+    clock_unref(l->clock); /* freed once its last connection is gone */
+    l->clock = NULL;
     if (l->closed_cb)
         l->closed_cb(l);
 }

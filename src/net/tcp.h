@@ -1,7 +1,9 @@
 /* TCP for stream cores (MQTT, XMPP, HTTP ...): a listener that accepts
  * connections, and a connection that runs read -> feed -> react -> write,
- * with the core's next deadline on a uv_timer. Like the UDP pump, a protocol
- * plugs in with one const ops table. */
+ * with the core's next deadline in a timer heap shared by the listener's
+ * connections (one uv_timer per listener, not per connection: an idle
+ * connection costs less). Like the UDP pump, a protocol plugs in with one
+ * const ops table. */
 #ifndef M2M_NET_TCP_H
 #define M2M_NET_TCP_H
 
@@ -10,6 +12,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "base/heap.h"
 #include "m2m/types.h"
 
 struct m2m_stream_ops {
@@ -30,14 +33,17 @@ struct m2m_tcp_meter {
     uint64_t rx_bytes, tx_bytes;
 };
 
+/* The deadlines of a listener's connections (or of one outbound one). */
+struct m2m_tcp_clock;
+
 struct m2m_tcp_conn;
 /* An outbound connection is up (status 0) or failed (a libuv error). */
 typedef void (*m2m_tcp_connected_cb)(struct m2m_tcp_conn *c, int status);
 
 struct m2m_tcp_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_connect_t connect_req;
+    struct m2m_tcp_clock *clock;
+    struct m2m_timer deadline; /* the core's next timeout, or the linger of a close */
     m2m_tcp_connected_cb connected;
     uv_loop_t *loop;
     const struct m2m_stream_ops *ops;
@@ -50,7 +56,6 @@ struct m2m_tcp_conn {
     bool closing, started;
     bool abort;          /* close without waiting for queued output */
     bool closed_handles; /* uv_close called */
-    int open_handles;
     size_t max_write_queue;
     const struct m2m_logger *log;
     void (*closed_cb)(struct m2m_tcp_conn *c);
@@ -64,6 +69,7 @@ typedef void (*m2m_tcp_accept_cb)(struct m2m_tcp_listener *l, struct m2m_tcp_con
 struct m2m_tcp_listener {
     uv_tcp_t tcp;
     uv_loop_t *loop;
+    struct m2m_tcp_clock *clock;
     m2m_tcp_accept_cb on_accept;
     void *ctx;
     const struct m2m_logger *log;
@@ -88,7 +94,7 @@ struct m2m_tcp_conn *m2m_tcp_connect(uv_loop_t *loop, const struct sockaddr *add
  * (a consumer that does not read) closes the connection. */
 void m2m_tcp_conn_start(struct m2m_tcp_conn *c, const struct m2m_stream_ops *ops, void *core,
                         m2m_tcp_react_cb react, void *ctx, size_t max_write_queue);
-/* Writes what the core has queued and re-arms the timer. */
+/* Writes what the core has queued and re-arms its deadline. */
 void m2m_tcp_conn_flush(struct m2m_tcp_conn *c);
 /* Flushes, then closes; `cb` runs when the handles are closed, and frees
  * nothing but what the net layer allocated (the conn itself). */
