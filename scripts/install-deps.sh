@@ -13,8 +13,8 @@ PACKAGES=(
   libcmocka-dev clang libclang-rt-14-dev cppcheck clang-format
   # third-party peers for interop tests and benchmarks
   libcoap3-bin mosquitto mosquitto-clients python3-paho-mqtt
-  # process tools the tests use (pgrep, ss)
-  procps iproute2
+  # process tools the tests use (pgrep, ss); ip, tc and nft for `m2mkit compare link`
+  procps iproute2 nftables
 )
 
 missing=()

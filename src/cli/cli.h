@@ -22,6 +22,7 @@ int cmd_mqtt(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
 int cmd_certs(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 /* The load generators in bench/, reached through `m2mkit bench <protocol>`. */
 int bench_coap(int argc, char **argv);
 int bench_mqtt(int argc, char **argv);

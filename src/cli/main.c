@@ -15,6 +15,7 @@ static void usage(FILE *f)
                "  bench     load generators: bench coap|mqtt ...\n"
                "  passwd    manage an MQTT password file (mosquitto_passwd's format)\n"
                "  certs     development CA and certificates for TLS/DTLS: certs init|show\n"
+               "  compare   the protocol study on a controlled lossy link: compare link ...\n"
                "  version   print the version\n"
                "\n"
                "Run 'm2mkit <command> --help' for the options of a command.\n");
@@ -39,6 +40,8 @@ int main(int argc, char **argv)
         return cmd_passwd(argc - 1, argv + 1);
     if (!strcmp(cmd, "certs"))
         return cmd_certs(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compare"))
+        return cmd_compare(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("m2mkit %s\n", M2M_VERSION_STRING);
         return CLI_OK;
