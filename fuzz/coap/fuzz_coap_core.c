@@ -2,7 +2,9 @@
  * [len:2][sel:1][datagram:len-1]. sel picks one of 4 peers, how the
  * application answers (payload size, Observe, notify) and how virtual time
  * moves. The endpoint also observes /obs on peer 0, so responses and
- * notifications have a request to match (token "obs1"). */
+ * notifications have a request to match (token "obs1"). The low bit of the
+ * last byte picks the congestion control (RFC 7252 or CoCoA), so the corpus
+ * keeps its meaning and covers both. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
     m2m_prng_seed(&g, 42);
     m2m_coap_config_default(&cfg);
     cfg.rng = m2m_prng_rng(&g);
+    cfg.cc = n && (p[n - 1] & 1) ? M2M_COAP_CC_COCOA : M2M_COAP_CC_DEFAULT;
     /* Small caps: the limit paths get exercised and runs stay fast. */
     cfg.max_requests = cfg.max_observers = cfg.max_peers = cfg.max_dedup = 6;
     struct m2m_coap_ep *ep = m2m_coap_ep_new(&cfg);

@@ -270,8 +270,20 @@ struct m2m_coap_params {
     uint32_t max_latency_ms;       /* 100000 */
 };
 
+/* How the endpoint times the retransmissions of its Confirmable messages. */
+enum m2m_coap_cc {
+    /* RFC 7252 §4.2: the first timeout is random in [ACK_TIMEOUT,
+     * ACK_TIMEOUT * ACK_RANDOM_FACTOR] and doubles at each retransmission. */
+    M2M_COAP_CC_DEFAULT,
+    /* draft-ietf-core-cocoa-03 (CoCoA): the first timeout comes from strong
+     * and weak RTT estimators kept per destination endpoint, dithered by
+     * ACK_RANDOM_FACTOR, and grows by a variable back-off factor. */
+    M2M_COAP_CC_COCOA
+};
+
 struct m2m_coap_config {
     struct m2m_coap_params tx;
+    enum m2m_coap_cc cc; /* M2M_COAP_CC_DEFAULT */
     struct m2m_rng rng;
     const struct m2m_logger *log;
     size_t max_message;              /* largest datagram built or accepted: 1152 */
@@ -325,6 +337,10 @@ struct m2m_coap_stats {
     uint64_t rx, tx, retransmits, duplicates, rst_sent, rst_rx, malformed, dropped;
     uint64_t requests_in, responses_out, requests_out, responses_in, notifications;
     uint64_t timeouts;
+    /* CoCoA (draft-ietf-core-cocoa-03 §4.2): RTT samples given to the strong
+     * estimator, to the weak one, and answers after 3+ retransmissions that
+     * updated neither. Always 0 with M2M_COAP_CC_DEFAULT. */
+    uint64_t rtt_strong, rtt_weak, rtt_unused;
 };
 
 struct m2m_coap_ep;
@@ -348,6 +364,14 @@ const struct m2m_coap_stats *m2m_coap_ep_stats(const struct m2m_coap_ep *ep);
 /* Counts of live state, for tests and limits. */
 size_t m2m_coap_ep_observer_count(const struct m2m_coap_ep *ep);
 size_t m2m_coap_ep_peer_count(const struct m2m_coap_ep *ep);
+/* The RTO, in ms and before dithering, that a new Confirmable message to
+ * `peer` would start from at `now`: ACK_TIMEOUT with M2M_COAP_CC_DEFAULT;
+ * with CoCoA the peer's aged overall estimate, or ACK_TIMEOUT (the blind
+ * estimate, draft §4.1) for a peer not measured yet. Changes nothing. */
+uint32_t m2m_coap_ep_rto(const struct m2m_coap_ep *ep, const struct m2m_addr *peer, m2m_time now);
+/* "default" / "cocoa"; m2m_coap_cc_parse returns -1 for other names. */
+const char *m2m_coap_cc_name(enum m2m_coap_cc cc);
+int m2m_coap_cc_parse(const char *name);
 
 /* Answers request `id`. type, mid and token of `resp` are ignored and set by
  * the endpoint (piggybacked if still possible, else separate). A payload

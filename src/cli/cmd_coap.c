@@ -47,6 +47,8 @@ static void usage(FILE *f)
                "  -p, --payload DATA      payload, or @FILE to read it from a file (@- for stdin)\n"
                "  -b, --block-size N      block size for Block1/Block2 (16..1024)\n"
                "  -N, --non               send a Non-confirmable request\n"
+               "      --cc MODE           retransmission timing: default (RFC 7252) or cocoa\n"
+               "                          (draft-ietf-core-cocoa RTT estimates)\n"
                "  -O, --option NUM=VALUE  extra option; VALUE is text, 0xHEX or #INTEGER\n"
                "  -o, --output FILE       write the raw payload to FILE\n"
                "  -r, --raw               print the payload as received, without pretty-printing\n"
@@ -327,25 +329,17 @@ static int parse_psk_key(const char *s, uint8_t *out, size_t cap, size_t *len)
 
 int cmd_coap(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"type", required_argument, 0, 't'},
-                                             {"accept", required_argument, 0, 'A'},
-                                             {"payload", required_argument, 0, 'p'},
-                                             {"block-size", required_argument, 0, 'b'},
-                                             {"non", no_argument, 0, 'N'},
-                                             {"option", required_argument, 0, 'O'},
-                                             {"output", required_argument, 0, 'o'},
-                                             {"raw", no_argument, 0, 'r'},
-                                             {"count", required_argument, 0, 'c'},
-                                             {"wait", required_argument, 0, 'w'},
-                                             {"quiet", no_argument, 0, 'q'},
-                                             {"verbose", no_argument, 0, 'v'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {"psk-identity", required_argument, 0, 1},
-                                             {"psk-key", required_argument, 0, 2},
-                                             {"cafile", required_argument, 0, 3},
-                                             {"cert", required_argument, 0, 4},
-                                             {"key", required_argument, 0, 5},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"type", required_argument, 0, 't'},    {"accept", required_argument, 0, 'A'},
+        {"payload", required_argument, 0, 'p'}, {"block-size", required_argument, 0, 'b'},
+        {"non", no_argument, 0, 'N'},           {"option", required_argument, 0, 'O'},
+        {"output", required_argument, 0, 'o'},  {"raw", no_argument, 0, 'r'},
+        {"count", required_argument, 0, 'c'},   {"wait", required_argument, 0, 'w'},
+        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {"psk-identity", required_argument, 0, 1},
+        {"psk-key", required_argument, 0, 2},   {"cafile", required_argument, 0, 3},
+        {"cert", required_argument, 0, 4},      {"key", required_argument, 0, 5},
+        {"cc", required_argument, 0, 6},        {0, 0, 0, 0}};
     const char *psk_identity = NULL, *psk_key = NULL, *cafile = NULL, *cert = NULL, *key = NULL;
     int fmt = -1, accept = -1;
     const char *payload_arg = NULL, *output = NULL;
@@ -355,7 +349,7 @@ int cmd_coap(int argc, char **argv)
     uint16_t xnum[MAX_EXTRA_OPTS];
     uint8_t xval[MAX_EXTRA_OPTS][256];
     size_t xlen[MAX_EXTRA_OPTS];
-    int nx = 0, ch;
+    int nx = 0, ch, cc_mode = M2M_COAP_CC_DEFAULT;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "t:A:p:b:NO:o:rc:w:qvh", longopts, NULL)) != -1) {
         switch (ch) {
@@ -398,6 +392,12 @@ int cmd_coap(int argc, char **argv)
         case 3: cafile = optarg; break;
         case 4: cert = optarg; break;
         case 5: key = optarg; break;
+        case 6:
+            if ((cc_mode = m2m_coap_cc_parse(optarg)) < 0) {
+                fprintf(stderr, "m2mkit coap: --cc is 'default' or 'cocoa'\n");
+                return CLI_USAGE;
+            }
+            break;
         default: usage(stderr); return CLI_USAGE;
         }
     }
@@ -489,6 +489,7 @@ int cmd_coap(int argc, char **argv)
     cc.rng = m2m_prng_rng(&c.prng);
     cc.log = &c.log;
     cc.max_body = 64u << 20;
+    cc.cc = (enum m2m_coap_cc)cc_mode;
     if (block)
         cc.block_szx = m2m_coap_szx_for((size_t)block);
     int status = CLI_FAILED;

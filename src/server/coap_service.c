@@ -411,6 +411,12 @@ int m2m_coap_service_start(struct m2m_coap_service *svc, uv_loop_t *loop, const 
     seed_builtins(svc);
     struct m2m_coap_config cc;
     m2m_conf_coap(conf, &cc);
+    if (m2m_coap_cc_parse(conf->coap_congestion_control) < 0) {
+        snprintf(err, errcap, "coap.congestion_control must be default or cocoa, not '%s'",
+                 conf->coap_congestion_control);
+        rc = M2M_ECONFIG;
+        goto fail;
+    }
     cc.rng = m2m_prng_rng(&svc->prng);
     cc.log = log;
     const char *binds[M2M_COAP_LISTENERS] = {conf->coap_bind, conf->coap_bind6};

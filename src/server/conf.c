@@ -88,6 +88,9 @@ const struct m2m_conf_key m2m_conf_keys[] = {
      "Resources in the tree (5.03 beyond)."},
     {"coap.max_payload", NUM(M2M_CONF_SIZE, coap_max_payload), "1M", 0, 1 << 30,
      "Largest representation stored in one resource (4.13 beyond)."},
+    {"coap.congestion_control", STR(coap_congestion_control), "default", 0, 0,
+     "Retransmission timeouts: default (RFC 7252: ACK_TIMEOUT, doubling) or cocoa (draft-ietf-core-cocoa: "
+     "RTT estimators per peer, variable back-off)."},
     {"coap.token_length", NUM(M2M_CONF_INT, coap_token_length), "4", 0, 8,
      "Token length of requests and observations we start."},
 
@@ -246,6 +249,8 @@ void m2m_conf_coap(const struct m2m_conf *c, struct m2m_coap_config *o)
     o->separate_after_ms = (uint32_t)c->coap_separate_after;
     o->notify_min_interval_ms = (uint32_t)c->coap_notify_min_interval;
     o->notify_con_every_ms = (uint32_t)c->coap_notify_con_every;
+    int cc = m2m_coap_cc_parse(c->coap_congestion_control);
+    o->cc = cc < 0 ? M2M_COAP_CC_DEFAULT : (enum m2m_coap_cc)cc; /* the service refuses unknown names */
 }
 
 const char *m2m_conf_credential(const struct m2m_conf *c, const char *configured, const char *name, char *buf,

@@ -56,6 +56,7 @@ struct m2m_conf {
     int64_t coap_max_resources;
     int64_t coap_max_payload;
     int64_t coap_token_length;
+    char coap_congestion_control[16];
     /* [mqtt] */
     bool mqtt_enabled;
     char mqtt_bind[64];

@@ -1,7 +1,8 @@
 /* The CoAP endpoint's messaging layer (RFC 7252 §4): parsing what arrives,
  * deduplication over EXCHANGE_LIFETIME, CON retransmission with exponential
- * back-off, NSTART and PROBING_RATE per peer, and the output and event
- * queues. Requests go to coap_server.c, responses to coap_client.c. */
+ * back-off (or CoCoA's timeouts, coap_cocoa.c), NSTART and PROBING_RATE per
+ * peer, and the output and event queues. Requests go to coap_server.c,
+ * responses to coap_client.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -417,14 +418,32 @@ static struct xmit *xmit_find(struct m2m_coap_ep *ep, const struct m2m_addr *a, 
     return NULL;
 }
 
+/* CoCoA: the exchange's current RTO times the dither drawn at its first
+ * transmission. */
+static uint32_t cocoa_timeout(const struct xmit *x)
+{
+    return (uint32_t)((uint64_t)x->rto_ms * x->dither_pm / 1000);
+}
+
 static void xmit_transmit(struct m2m_coap_ep *ep, struct xmit *x)
 {
-    /* Initial timeout: random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]. */
     const struct m2m_coap_params *tx = &ep->cfg.tx;
     uint32_t r;
     ep->cfg.rng.fill(ep->cfg.rng.ctx, (uint8_t *)&r, sizeof r);
-    uint32_t span = (uint32_t)((uint64_t)tx->ack_timeout_ms * (tx->ack_random_factor_pm - 1000) / 1000);
-    x->timeout_ms = tx->ack_timeout_ms + (span ? r % (span + 1) : 0);
+    if (ep->cfg.cc == M2M_COAP_CC_COCOA) {
+        /* draft-ietf-core-cocoa-03 §4.1-4.2: the peer's RTO estimate,
+         * dithered between 1 x RTO and ACK_RANDOM_FACTOR x RTO (§4.2.1). */
+        uint32_t spread = tx->ack_random_factor_pm - 1000;
+        uint32_t running = x->peer->inflight ? x->peer->inflight - 1 : 0; /* others in flight */
+        x->rto_ms = coap_cocoa_first_rto(ep, &x->peer->addr, running);
+        x->dither_pm = 1000 + (spread ? r % (spread + 1) : 0);
+        x->timeout_ms = cocoa_timeout(x);
+        x->first_sent = ep->now;
+    } else {
+        /* Initial timeout: random in [ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]. */
+        uint32_t span = (uint32_t)((uint64_t)tx->ack_timeout_ms * (tx->ack_random_factor_pm - 1000) / 1000);
+        x->timeout_ms = tx->ack_timeout_ms + (span ? r % (span + 1) : 0);
+    }
     x->count = 0;
     x->sent = true;
     m2m_hmap_insert(&ep->xmits, &x->hn, xmit_key(ep, &x->peer->addr, x->mid));
@@ -505,6 +524,14 @@ void coap_xmit_replace(struct m2m_coap_ep *ep, struct xmit *x, uint8_t *buf, siz
     }
 }
 
+/* The peer answered one of our CONs (ACK or RST): with CoCoA, an RTT
+ * sample timed from its first transmission (draft §4.2). */
+static void xmit_answered(struct m2m_coap_ep *ep, const struct xmit *x)
+{
+    if (ep->cfg.cc == M2M_COAP_CC_COCOA)
+        coap_cocoa_answered(ep, &x->peer->addr, ep->now - x->first_sent, x->count);
+}
+
 /* ACK or RST for one of our CONs: the exchange's owner learns the outcome. */
 static void xmit_settle(struct m2m_coap_ep *ep, struct xmit *x, int err)
 {
@@ -533,7 +560,13 @@ static void xmit_timeout(struct m2m_coap_ep *ep, struct xmit *x)
     if (x->kind == XK_NOTIFY && x->owner)
         coap_observer_xmit_retry(ep, x->owner);
     x->count++;
-    x->timeout_ms *= 2;
+    if (ep->cfg.cc == M2M_COAP_CC_COCOA) {
+        /* draft §4.2.1 / Appendix B.3: variable back-off factor. */
+        x->rto_ms = coap_cocoa_backoff_ms(x->rto_ms);
+        x->timeout_ms = cocoa_timeout(x);
+    } else {
+        x->timeout_ms *= 2;
+    }
     ep->stats.retransmits++;
     coap_emit(ep, &x->peer->addr, x->buf, x->len);
     coap_timer_set(ep, &x->t, ep->now + x->timeout_ms);
@@ -618,7 +651,8 @@ struct m2m_coap_ep *m2m_coap_ep_new(const struct m2m_coap_config *cfg)
 {
     if (!cfg->rng.fill || cfg->tx.ack_timeout_ms == 0 || cfg->tx.ack_random_factor_pm < 1000 ||
         cfg->tx.max_retransmit > 20 || cfg->tx.nstart == 0 || cfg->block_szx > 6 || cfg->token_len > 8 ||
-        cfg->max_message < 64 || cfg->max_message > 65507)
+        cfg->max_message < 64 || cfg->max_message > 65507 ||
+        (cfg->cc != M2M_COAP_CC_DEFAULT && cfg->cc != M2M_COAP_CC_COCOA))
         return NULL;
     /* Retransmission timeouts double in 32 bits and EXCHANGE_LIFETIME is a
      * uint32_t: parameters that overflow them are a configuration error. */
@@ -643,7 +677,7 @@ struct m2m_coap_ep *m2m_coap_ep_new(const struct m2m_coap_config *cfg)
             return NULL;
         }
     }
-    if (coap_server_init(ep)) {
+    if ((cfg->cc == M2M_COAP_CC_COCOA && coap_cocoa_init(ep)) || coap_server_init(ep)) {
         m2m_coap_ep_free(ep);
         return NULL;
     }
@@ -683,6 +717,7 @@ void m2m_coap_ep_free(struct m2m_coap_ep *ep)
             free(p);
         }
     }
+    coap_cocoa_cleanup(ep);
     while (ep->dd_con.head)
         dedup_pop(ep, &ep->dd_con);
     while (ep->dd_non.head)
@@ -737,14 +772,17 @@ static void on_empty(struct m2m_coap_ep *ep, const struct m2m_addr *from, const 
     case M2M_COAP_NON: return;
     case M2M_COAP_ACK: {
         struct xmit *x = xmit_find(ep, from, m->mid);
-        if (x)
+        if (x) {
+            xmit_answered(ep, x);
             xmit_settle(ep, x, 0);
+        }
         return;
     }
     case M2M_COAP_RST: {
         ep->stats.rst_rx++;
         struct xmit *x = xmit_find(ep, from, m->mid);
         if (x) {
+            xmit_answered(ep, x);
             xmit_settle(ep, x, M2M_ERESET);
             return;
         }
@@ -819,6 +857,7 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
             return 0;
         }
         if (x->kind != XK_REQUEST) {
+            xmit_answered(ep, x);
             xmit_settle(ep, x, 0);
             return 0;
         }
@@ -829,6 +868,7 @@ int m2m_coap_ep_feed(struct m2m_coap_ep *ep, m2m_time now, const struct m2m_addr
             ep->stats.dropped++;
             return 0;
         }
+        xmit_answered(ep, x);
         struct creq *c = x->owner;
         if (c)
             c->x = NULL;
@@ -937,4 +977,11 @@ size_t m2m_coap_ep_observer_count(const struct m2m_coap_ep *ep)
 size_t m2m_coap_ep_peer_count(const struct m2m_coap_ep *ep)
 {
     return ep->peers.count;
+}
+
+uint32_t m2m_coap_ep_rto(const struct m2m_coap_ep *ep, const struct m2m_addr *peer, m2m_time now)
+{
+    if (ep->cfg.cc != M2M_COAP_CC_COCOA)
+        return ep->cfg.tx.ack_timeout_ms;
+    return coap_cocoa_peek_rto(ep, peer, now);
 }

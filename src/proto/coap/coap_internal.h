@@ -42,6 +42,11 @@ struct xmit {
     uint8_t *buf;
     size_t len;
     uint32_t timeout_ms;
+    /* CoCoA only: the exchange's RTO before dithering (backed off by the
+     * VBF at each retransmission), its dither and its first transmission. */
+    uint32_t rto_ms;
+    uint32_t dither_pm;
+    m2m_time first_sent;
     uint8_t count;
     uint8_t kind;
     bool sent;
@@ -215,6 +220,43 @@ struct arena {
     size_t len, cap;
 };
 
+/* ---- CoCoA (coap_cocoa.c), draft-ietf-core-cocoa-03 ---------------------
+ * Times are in microseconds so the RFC 6298 arithmetic on millisecond
+ * samples stays exact enough to check against the draft's numbers. */
+
+/* One copy of the RFC 6298 algorithm (§4.2): SRTT, RTTVAR and its RTO "E". */
+struct cocoa_rtt {
+    int64_t srtt_us, rttvar_us;
+    int64_t e_us;
+    bool sampled; /* RFC 6298 §2.2: the first sample initialises SRTT/RTTVAR */
+};
+
+/* The estimator state of one destination endpoint. */
+struct cocoa_est {
+    struct cocoa_rtt strong, weak; /* E_strong_ (K=4) and E_weak_ (K=1) */
+    int64_t rto_us;                /* the overall RTO estimate */
+    m2m_time updated;              /* last estimator update or ageing step (§4.3) */
+    bool measured;                 /* false: only the blind estimate (§4.1) */
+};
+
+enum cocoa_sample { COCOA_STRONG, COCOA_WEAK, COCOA_UNUSED };
+
+/* Per-destination state outlives struct peer (which goes when idle): §4.3
+ * wants it kept "as long as possible", at least 255 s. Least recently used
+ * first in the list. */
+struct cocoa_peer {
+    struct m2m_hnode hn;
+    struct cocoa_peer *prev, *next;
+    struct m2m_addr addr;
+    m2m_time used;
+    struct cocoa_est est;
+};
+
+struct cocoa_table {
+    struct m2m_hmap map;
+    struct cocoa_peer *lru_head, *lru_tail;
+};
+
 struct m2m_coap_ep {
     struct m2m_coap_config cfg;
     uint64_t hash_key;
@@ -238,6 +280,7 @@ struct m2m_coap_ep {
     void **grave;
     size_t ngrave, grave_cap;
     struct m2m_coap_stats stats;
+    struct cocoa_table cocoa; /* used with M2M_COAP_CC_COCOA only */
     m2m_time now;
     bool closing; /* in m2m_coap_ep_free: release nothing new */
 };
@@ -275,6 +318,29 @@ struct dedup *coap_dedup_add(struct m2m_coap_ep *ep, const struct m2m_addr *a, u
 void coap_dedup_answer(struct dedup *d, uint8_t *resp, uint16_t len);
 int coap_timer_set(struct m2m_coap_ep *ep, struct m2m_timer *t, m2m_time at);
 char *coap_strdup(const char *s);
+
+/* coap_cocoa.c: the estimator itself, pure functions of its state and time */
+void coap_cocoa_est_init(struct cocoa_est *e, uint32_t initial_ms, m2m_time now);
+/* §4.3 ageing, applied cumulatively up to `now`. */
+void coap_cocoa_est_age(struct cocoa_est *e, m2m_time now);
+/* §4.2: an exchange answered `rtt_ms` after its first transmission, after
+ * `retransmissions` retransmissions. Says which estimator took the sample. */
+enum cocoa_sample coap_cocoa_est_sample(struct cocoa_est *e, m2m_time now, m2m_time rtt_ms,
+                                        unsigned retransmissions);
+uint32_t coap_cocoa_est_rto_ms(const struct cocoa_est *e);
+/* §4.2.1 and Appendix B.3: the next RTO of an exchange after a timeout. */
+uint32_t coap_cocoa_backoff_ms(uint32_t rto_ms);
+/* coap_cocoa.c: the endpoint's table of estimators, one per destination */
+int coap_cocoa_init(struct m2m_coap_ep *ep);
+void coap_cocoa_cleanup(struct m2m_coap_ep *ep);
+/* RTO (ms, not dithered) for a new CON to `a` while `running` other CONs to
+ * it are in flight. */
+uint32_t coap_cocoa_first_rto(struct m2m_coap_ep *ep, const struct m2m_addr *a, uint32_t running);
+/* A CON to `a` was acknowledged (or reset) `rtt_ms` after its first
+ * transmission, having been retransmitted `retransmissions` times. */
+void coap_cocoa_answered(struct m2m_coap_ep *ep, const struct m2m_addr *a, m2m_time rtt_ms,
+                         unsigned retransmissions);
+uint32_t coap_cocoa_peek_rto(const struct m2m_coap_ep *ep, const struct m2m_addr *a, m2m_time now);
 
 /* coap_server.c */
 int coap_server_init(struct m2m_coap_ep *ep);
