@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "m2m/mqtt_client.h"
+#include "mqtt_internal.h"
 
 enum client_state { ST_OFFLINE, ST_CONNECTING, ST_CONNECTED };
 
@@ -74,8 +75,7 @@ struct m2m_mqtt_client {
 
     uint8_t *in; /* grows on demand up to in_cap: one packet plus a little */
     size_t in_len, in_alloc, in_cap;
-    uint8_t *out;
-    size_t out_len, out_off, out_cap, out_max;
+    struct mqtt_outbuf out;
 
     struct ev_node *ev_head, *ev_tail, *ev_cur;
     size_t nev;
@@ -275,7 +275,7 @@ struct m2m_mqtt_client *m2m_mqtt_client_new(const struct m2m_mqtt_client_config 
             goto fail;
     }
     c->in_cap = (size_t)k->max_packet_size + 64;
-    c->out_max = 4 * (size_t)k->max_packet_size + 65536;
+    c->out.max = 4 * (size_t)k->max_packet_size + 65536;
     c->in_alloc = 4096;
     c->in = malloc(c->in_alloc);
     c->outq = calloc(k->max_queued, sizeof *c->outq);
@@ -317,63 +317,34 @@ void m2m_mqtt_client_free(struct m2m_mqtt_client *c)
     free(c->outq);
     free(c->in2);
     free(c->in);
-    free(c->out);
+    mqtt_out_free(&c->out);
     free(c);
 }
 
 /* ---- output --------------------------------------------------------------- */
 
-static int out_reserve(struct m2m_mqtt_client *c, size_t n)
-{
-    if (c->out_off == c->out_len)
-        c->out_off = c->out_len = 0;
-    if (n > c->out_max - c->out_len)
-        return M2M_ENOBUFS;
-    if (c->out_len + n <= c->out_cap)
-        return 0;
-    size_t cap = c->out_cap ? c->out_cap : 256;
-    while (cap < c->out_len + n)
-        cap *= 2;
-    uint8_t *p = realloc(c->out, cap);
-    if (!p)
-        return M2M_ENOMEM;
-    c->out = p;
-    c->out_cap = cap;
-    return 0;
-}
-
 static int out_pkt(struct m2m_mqtt_client *c, const struct m2m_mqtt_packet *pkt)
 {
-    size_t need = m2m_mqtt_encoded_size(pkt), len = 0;
+    size_t need = m2m_mqtt_encoded_size(pkt);
     if (!need)
         return M2M_EINVAL;
     if (c->srv_max_packet && need > c->srv_max_packet)
         return M2M_ELIMIT; /* [MQTT-3.2.2-15] */
-    int rc = out_reserve(c, need);
+    int rc = mqtt_out_pkt(&c->out, pkt);
     if (!rc)
-        rc = m2m_mqtt_encode(pkt, c->out + c->out_len, c->out_cap - c->out_len, &len);
-    if (rc)
-        return rc;
-    c->out_len += len;
-    c->last_tx = c->now;
-    return 0;
+        c->last_tx = c->now;
+    return rc;
 }
 
 static void send_queued(struct m2m_mqtt_client *c);
 
 bool m2m_mqtt_client_poll_output(struct m2m_mqtt_client *c, const uint8_t **p, size_t *n)
 {
-    if (c->out_off == c->out_len && c->starved) {
+    if (!mqtt_out_pending(&c->out) && c->starved) {
         c->starved = false;
-        c->out_off = c->out_len = 0;
         send_queued(c);
     }
-    if (c->out_off == c->out_len)
-        return false;
-    *p = c->out + c->out_off;
-    *n = c->out_len - c->out_off;
-    c->out_off = c->out_len;
-    return true;
+    return mqtt_out_poll(&c->out, p, n);
 }
 
 /* ---- events --------------------------------------------------------------- */
@@ -494,7 +465,7 @@ static void client_close(struct m2m_mqtt_client *c, int err, uint8_t reason)
 void m2m_mqtt_client_transport_closed(struct m2m_mqtt_client *c)
 {
     client_close(c, M2M_EIO, 0);
-    c->out_off = c->out_len = 0;
+    mqtt_out_free(&c->out);
 }
 
 static void check_out(struct m2m_mqtt_client *c, int rc)
@@ -709,7 +680,7 @@ int m2m_mqtt_client_connect(struct m2m_mqtt_client *c, m2m_time now)
         c->now = now;
     bool v5 = c->cfg.version == M2M_MQTT_V5;
     c->in_len = 0;
-    c->out_off = c->out_len = 0;
+    mqtt_out_free(&c->out);
     c->ping_out = false;
     c->srv_max_packet = 0;
     struct m2m_mqtt_packet pkt;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "m2m/mqtt_session.h"
+#include "mqtt_internal.h"
 
 enum conn_state { ST_AWAIT_CONNECT, ST_AWAIT_ACCEPT, ST_CONNECTED, ST_CLOSED };
 
@@ -62,8 +63,7 @@ struct m2m_mqtt_conn {
     uint8_t *in; /* allocated while it holds bytes: idle connections cost no buffer */
     size_t in_len, in_cap, in_max;
 
-    uint8_t *out;
-    size_t out_len, out_off, out_cap;
+    struct mqtt_outbuf out;
 
     struct ev_node *ev_head, *ev_tail, *ev_cur;
     size_t nev;
@@ -112,6 +112,7 @@ struct m2m_mqtt_conn *m2m_mqtt_conn_new(const struct m2m_mqtt_conn_config *cfg)
         c->cfg.max_events = 256;
     if (!c->cfg.max_output)
         c->cfg.max_output = 4 * (size_t)c->cfg.max_packet_size + 65536;
+    c->out.max = c->cfg.max_output;
     c->now = c->cfg.start;
     c->last_rx = c->cfg.start;
     c->st = ST_AWAIT_CONNECT;
@@ -148,72 +149,26 @@ void m2m_mqtt_conn_free(struct m2m_mqtt_conn *c)
     free(c->out_aliases);
     free(c->outq);
     free(c->inq);
-    free(c->out);
+    mqtt_out_free(&c->out);
     free(c->in);
     free(c);
 }
 
 /* ---- output ------------------------------------------------------------ */
 
-static int out_reserve(struct m2m_mqtt_conn *c, size_t n)
-{
-    if (c->out_off == c->out_len) {
-        c->out_off = 0;
-        c->out_len = 0;
-    }
-    if (n > c->cfg.max_output - c->out_len)
-        return M2M_ENOBUFS;
-    if (c->out_len + n <= c->out_cap)
-        return 0;
-    size_t cap = c->out_cap ? c->out_cap : 256;
-    while (cap < c->out_len + n)
-        cap *= 2;
-    uint8_t *p = realloc(c->out, cap);
-    if (!p)
-        return M2M_ENOMEM;
-    c->out = p;
-    c->out_cap = cap;
-    return 0;
-}
-
 static int out_raw(struct m2m_mqtt_conn *c, const uint8_t *p, size_t n)
 {
-    int rc = out_reserve(c, n);
-    if (rc)
-        return rc;
-    memcpy(c->out + c->out_len, p, n);
-    c->out_len += n;
-    return 0;
+    return mqtt_out_raw(&c->out, p, n);
 }
 
 static int out_pkt(struct m2m_mqtt_conn *c, const struct m2m_mqtt_packet *pkt)
 {
-    size_t need = m2m_mqtt_encoded_size(pkt), len = 0;
-    if (!need)
-        return M2M_EINVAL;
-    int rc = out_reserve(c, need);
-    if (rc)
-        return rc;
-    rc = m2m_mqtt_encode(pkt, c->out + c->out_len, c->out_cap - c->out_len, &len);
-    if (rc)
-        return rc;
-    c->out_len += len;
-    return 0;
+    return mqtt_out_pkt(&c->out, pkt);
 }
 
 bool m2m_mqtt_conn_poll_output(struct m2m_mqtt_conn *c, const uint8_t **p, size_t *n)
 {
-    if (c->out_off == c->out_len) {
-        /* What was handed out last time is written or copied by now. */
-        free(c->out);
-        c->out = NULL;
-        c->out_cap = c->out_len = c->out_off = 0;
-        return false;
-    }
-    *p = c->out + c->out_off;
-    *n = c->out_len - c->out_off;
-    c->out_off = c->out_len;
-    return true;
+    return mqtt_out_poll(&c->out, p, n);
 }
 
 /* ---- events ------------------------------------------------------------ */
